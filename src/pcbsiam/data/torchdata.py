@@ -1,0 +1,97 @@
+"""PyTorch datasets over a BoardStore and a PatchIndex: patch pairs for evaluation, triplets for training."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pcbsiam.data.protocol import PatchIndex
+from pcbsiam.data.store import BoardStore
+from pcbsiam.data.transforms import apply_dihedral, crop, random_dihedral, to_tensor
+
+
+class PatchCropper:
+    """Crops tested and reference patches of a PatchIndex out of a BoardStore.
+
+    Args:
+        store: the decoded boards.
+        index: the patches.
+    """
+
+    def __init__(self, store: BoardStore, index: PatchIndex) -> None:
+        self.store = store
+        self.index = index
+
+    def tested(self, i: int, dy: int = 0, dx: int = 0) -> np.ndarray:
+        """(h, w) uint8 tested crop of patch ``i``, optionally moved by (dy, dx)."""
+        r = self.index.rows[i]
+        return crop(self.store.tested[r["board"]], int(r["y"]) + dy, int(r["x"]) + dx, int(r["h"]), int(r["w"]))
+
+    def reference(self, i: int, dy: int = 0, dx: int = 0) -> np.ndarray:
+        """(h, w) uint8 reference crop of patch ``i``, optionally moved by (dy, dx)."""
+        r = self.index.rows[i]
+        img = self.store.reference[r["board"]]
+        return crop(img, int(r["y"]) + dy, int(r["x"]) + dx, int(r["h"]), int(r["w"]))
+
+
+class PairDataset(Dataset):
+    """(tested, reference, label, group) per patch, for evaluation and calibration.
+
+    Items: tested (1, S, S) float32, reference (1, S, S) float32, label int64, group int64.
+    """
+
+    def __init__(self, store: BoardStore, index: PatchIndex, size: int) -> None:
+        self.crops = PatchCropper(store, index)
+        self.index = index
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        r = self.index.rows[i]
+        t = to_tensor(self.crops.tested(i)[None], self.size)[0]
+        ref = to_tensor(self.crops.reference(i)[None], self.size)[0]
+        return t, ref, int(r["label"]), int(r["group"])
+
+
+class TripletDataset(Dataset):
+    """The sampler's triplets as image stacks, for training.
+
+    Items: images (3, 1, S, S) float32 in order anchor, positive, negative; labels (3,) int64;
+    groups (3,) int64. With ``augment`` each image gets a random flip/quarter turn, drawn from
+    ``seed`` and the item number so that a resumed run sees the same augmentation.
+    """
+
+    def __init__(
+        self,
+        store: BoardStore,
+        index: PatchIndex,
+        triplets: np.ndarray,
+        size: int,
+        augment: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.crops = PatchCropper(store, index)
+        self.index = index
+        self.triplets = triplets
+        self.size = size
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.triplets)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids = self.triplets[k]
+        patches = [self.crops.tested(int(i)) for i in ids]
+        if self.augment:
+            rng = np.random.default_rng([self.seed, k])
+            patches = [apply_dihedral(p, *random_dihedral(rng)) for p in patches]
+        rows = self.index.rows[ids]
+        return (
+            to_tensor(patches, self.size),
+            torch.as_tensor(rows["label"].astype(np.int64)),
+            torch.as_tensor(rows["group"].astype(np.int64)),
+        )

@@ -1,0 +1,64 @@
+"""Patch crops to tensors: scaling, resizing and joint augmentation of tested and reference patches."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: ImageNet statistics reduced to one grey channel (mean and std of the RGB means).
+GREY_MEAN = 0.449
+GREY_STD = 0.226
+
+
+def crop(img: np.ndarray, y: int, x: int, h: int, w: int, fill: int = 0) -> np.ndarray:
+    """Crop ``[y, y+h) x [x, x+w)`` from ``img``, padding with ``fill`` where it leaves the image.
+
+    Args:
+        img: (H, W) uint8.
+
+    Returns:
+        (h, w) uint8.
+    """
+    H, W = img.shape
+    if y >= 0 and x >= 0 and y + h <= H and x + w <= W:
+        return img[y : y + h, x : x + w]
+    out = np.full((h, w), fill, dtype=img.dtype)
+    ys, xs = max(y, 0), max(x, 0)
+    ye, xe = min(y + h, H), min(x + w, W)
+    if ye > ys and xe > xs:
+        out[ys - y : ye - y, xs - x : xe - x] = img[ys:ye, xs:xe]
+    return out
+
+
+def to_tensor(patches: np.ndarray | list[np.ndarray], size: int) -> torch.Tensor:
+    """Stack uint8 patches into a normalised float batch, resized to ``size`` where needed.
+
+    Args:
+        patches: (B, h, w) uint8 or a list of (h_i, w_i) uint8.
+        size: side of the output.
+
+    Returns:
+        (B, 1, size, size) float32.
+    """
+    if isinstance(patches, list) and len({p.shape for p in patches}) > 1:
+        return torch.cat([to_tensor(p[None], size) for p in patches])
+    arr = np.stack(patches) if isinstance(patches, list) else np.asarray(patches)
+    # NumPy for the element-wise scaling: small torch ops pay thread start-up on every call
+    scaled = arr.astype(np.float32) * np.float32(1.0 / (255.0 * GREY_STD)) - np.float32(GREY_MEAN / GREY_STD)
+    t = torch.from_numpy(scaled).unsqueeze(1)
+    if t.shape[-2:] != (size, size):
+        # interpolation weights sum to one, so it commutes with the affine scaling above
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return t
+
+
+def random_dihedral(rng: np.random.Generator) -> tuple[int, bool]:
+    """A random element of the square's symmetry group: (quarter turns, horizontal flip)."""
+    return int(rng.integers(4)), bool(rng.integers(2))
+
+
+def apply_dihedral(patch: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    """Rotate by ``turns`` quarter turns, then flip left-right if ``flip``; (h, w) -> (h', w')."""
+    out = np.rot90(patch, turns) if turns else patch
+    return np.ascontiguousarray(out[:, ::-1] if flip else out)

@@ -1,0 +1,32 @@
+"""The paper's deep feature fusion: per-stage global max pooling, concatenation, fc layers, L2 norm."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FusionHead(nn.Module):
+    """Fuse multi-scale feature maps into an L2-normalised embedding.
+
+    Args:
+        in_channels: channel count of each stage's map (from the backbone's ``feature_info``).
+        hidden_dim: width of the first fully connected layer (paper: 4096).
+        embedding_dim: embedding size D (paper: 32).
+    """
+
+    def __init__(self, in_channels: list[int], hidden_dim: int = 4096, embedding_dim: int = 32) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(sum(in_channels), hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, embedding_dim)
+
+    @staticmethod
+    def pool(features: list[torch.Tensor]) -> torch.Tensor:
+        """Global max pool each (B, C_s, H_s, W_s) map and concatenate: (B, sum C_s)."""
+        return torch.cat([F.adaptive_max_pool2d(f, 1).flatten(1) for f in features], dim=1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Args: features, one (B, C_s, H_s, W_s) per stage. Returns: (B, D) unit-norm embeddings."""
+        h = F.relu(self.fc1(self.pool(features)))
+        return F.normalize(self.fc2(h).float(), p=2, dim=1)

@@ -1,0 +1,367 @@
+"""A training run: data, split, triplets, loops, checkpoints and the run folder's files.
+
+Run folder::
+
+    config.yaml          the full configuration
+    split.json           names of training and validation items
+    metrics.jsonl        one record per logged step and per epoch
+    checkpoints/last.pt  resumable state (model, optimizer, scheduler, position)
+    checkpoints/best.pt  the epoch of best validation AUROC, threshold inside
+    learning_curve.png   loss and validation accuracy / AUROC
+    summary.json         final figures
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from pcbsiam.calibration import choose_threshold
+from pcbsiam.checkpoint import load_checkpoint, save_checkpoint
+from pcbsiam.config import Config, dump_config
+from pcbsiam.data.protocol import PatchIndex
+from pcbsiam.data.sampler import sample_triplets, split_by_group, split_by_image
+from pcbsiam.data.sources import patches_of, read_boards
+from pcbsiam.data.store import BoardStore, load_store
+from pcbsiam.data.torchdata import PairDataset, TripletDataset
+from pcbsiam.distributed import DistInfo, barrier, cleanup, init_distributed
+from pcbsiam.engine import (
+    PairScores,
+    StepStats,
+    cosine_schedule,
+    evaluate,
+    make_optimizer,
+    train_one_epoch,
+    unwrap,
+)
+from pcbsiam.errors import ConfigError
+from pcbsiam.io import write_json, write_text
+from pcbsiam.losses import SiameseLoss
+from pcbsiam.metrics import binary_metrics
+from pcbsiam.models import SiameseFusionNet, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitData:
+    """Training and validation boards and patches of one run."""
+
+    train_store: BoardStore
+    train_index: PatchIndex
+    val_store: BoardStore
+    val_index: PatchIndex
+
+
+def prepare_data(cfg: Config) -> SplitData:
+    """Read, decode, split by whole image (or by group) and cut patches.
+
+    The training index numbers only the training groups (the classifier's classes); the
+    validation index numbers all groups.
+    """
+    if not cfg.data.root:
+        raise ConfigError("no data root: set data.root in the config or pass --data ROOT")
+    boards = read_boards(cfg.data.root, cfg.data.split)
+    store = load_store(boards, cache_dir=cfg.data.cache_dir)
+    for err in store.skipped:
+        log.warning("skipped %s", err)
+    if len(store) == 0:
+        raise ConfigError(f"no readable items in {cfg.data.root} ({len(store.skipped)} skipped)")
+    if cfg.data.holdout_groups:
+        train_idx, val_idx = split_by_group(store.pairs, cfg.data.holdout_groups)
+    else:
+        train_idx, val_idx = split_by_image(store.pairs, cfg.data.val_fraction, cfg.data.split_seed)
+    train_store, val_store = store.subset(train_idx), store.subset(val_idx)
+    train_index = patches_of(train_store, cfg.data.patch, cfg.data.stride)
+    val_index = patches_of(val_store, cfg.data.patch, cfg.data.stride, groups=store.groups)
+    return SplitData(train_store, train_index, val_store, val_index)
+
+
+def subsample(index: PatchIndex, limit: int | None, seed: int) -> PatchIndex:
+    """At most ``limit`` rows, drawn once with ``seed`` (all rows when ``limit`` is None)."""
+    if limit is None or len(index) <= limit:
+        return index
+    keep = np.sort(np.random.default_rng(seed).choice(len(index), size=limit, replace=False))
+    return index.select(keep)
+
+
+def pair_loader(store: BoardStore, index: PatchIndex, size: int, batch_size: int = 64, workers: int = 0) -> DataLoader:
+    """Loader of (tested, reference, label, group) over ``index`` in order."""
+    return DataLoader(PairDataset(store, index, size), batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+def epoch_order(n: int, epoch: int, seed: int, batch: int, dist: DistInfo) -> list[np.ndarray]:
+    """This process's batches of triplet numbers for ``epoch``: a seeded permutation, padded by
+    wrapping so every process runs the same number of steps, shared out round-robin."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    steps = math.ceil(n / (batch * dist.world))
+    order = np.resize(order, steps * batch * dist.world)
+    mine = order[dist.rank :: dist.world]
+    return [mine[i * batch : (i + 1) * batch] for i in range(steps)]
+
+
+class RunFolder:
+    """Files of a run; only the main process writes."""
+
+    def __init__(self, path: str | Path, main: bool = True) -> None:
+        self.path = Path(path)
+        self.main = main
+        self.metrics = self.path / "metrics.jsonl"
+        self.last = self.path / "checkpoints" / "last.pt"
+        self.best = self.path / "checkpoints" / "best.pt"
+
+    def log(self, record: dict) -> None:
+        """Append one record to metrics.jsonl (flushed at once)."""
+        if self.main:
+            with open(self.metrics, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict]:
+        """All records of metrics.jsonl."""
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, global_step: int, epoch: int) -> None:
+        """Drop records a killed run wrote after its last checkpoint."""
+        if not self.main:
+            return
+        kept = [
+            r
+            for r in self.records()
+            if (r["kind"] == "step" and r["global_step"] <= global_step)
+            or (r["kind"] == "epoch" and r["epoch"] < epoch)
+        ]
+        write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def validate_epoch(model: torch.nn.Module, data: SplitData, cfg: Config, device: torch.device) -> dict:
+    """Calibrate the paper's threshold on training patches, then score the validation patches at it."""
+    size = cfg.model.input_size
+    calib = subsample(data.train_index, cfg.train.val_max_patches, cfg.train.seed + 1)
+    val = subsample(data.val_index, cfg.train.val_max_patches, cfg.train.seed + 2)
+    train_scores = evaluate(model, pair_loader(data.train_store, calib, size), device, cfg.train.amp)
+    val_scores = evaluate(model, pair_loader(data.val_store, val, size), device, cfg.train.amp)
+    cal = choose_threshold(train_scores.distances, train_scores.labels, "accuracy")
+    m = binary_metrics(val_scores.distances, val_scores.labels, cal.threshold)
+    unwrap(model).threshold.fill_(cal.threshold)
+    return {
+        "threshold": cal.threshold,
+        "train_accuracy": cal.value,
+        "val_accuracy": m["accuracy"],
+        "val_balanced_accuracy": m["balanced_accuracy"],
+        "val_auroc": m["auroc"],
+        "val_recall": m["recall"],
+        "val_false_alarm_rate": m["false_alarm_rate"],
+        "val_patches": m["n"],
+    }
+
+
+def fit(cfg: Config, out_dir: str | Path, resume: bool = False, data: SplitData | None = None) -> dict:
+    """Train ``cfg`` into ``out_dir``; with ``resume`` continue from ``checkpoints/last.pt``.
+
+    Launched by ``torchrun``, each process trains on its share of every batch of triplets
+    (DistributedDataParallel) and only rank 0 writes files.
+
+    Returns:
+        The summary (best and final validation figures, time, throughput).
+    """
+    dist = init_distributed(cfg.train.device)
+    run = RunFolder(out_dir, dist.is_main)
+    if run.last.is_file() and not resume:
+        raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    try:
+        return _fit(cfg, run, resume and run.last.is_file(), dist, data)
+    finally:
+        cleanup()
+
+
+def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitData | None) -> dict:
+    torch.manual_seed(cfg.train.seed)
+    data = data or prepare_data(cfg)
+    cfg.model.num_classes = len(data.train_index.groups)
+    if dist.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_text(run.path / "config.yaml", dump_config(cfg))
+        write_json(
+            run.path / "split.json",
+            {
+                "train": [p.name for p in data.train_store.pairs],
+                "val": [p.name for p in data.val_store.pairs],
+                "train_patches": data.train_index.stats(),
+                "val_patches": data.val_index.stats(),
+            },
+        )
+    triplets = sample_triplets(data.train_index.labels, data.train_index.group_ids, cfg.train.triplets, cfg.train.seed)
+    dataset = TripletDataset(
+        data.train_store,
+        data.train_index,
+        triplets,
+        cfg.model.input_size,
+        augment=cfg.train.augment,
+        seed=cfg.train.seed,
+    )
+    model: torch.nn.Module = build_model(cfg.model).to(dist.device)
+    criterion = SiameseLoss(cfg.train.loss, cfg.train.margin, cfg.train.triplet_weight, cfg.train.ce_weight)
+    optimizer = make_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
+    steps_per_epoch = len(epoch_order(len(dataset), 0, cfg.train.seed, cfg.train.batch_size, dist))
+    total_steps = steps_per_epoch * cfg.train.epochs
+    scheduler = (
+        cosine_schedule(optimizer, total_steps, cfg.train.warmup_steps) if cfg.train.scheduler == "cosine" else None
+    )
+    epoch, start_step, global_step, best = 0, 0, 0, {"val_auroc": -1.0}
+    if resume:
+        ck = load_checkpoint(run.last, map_location=dist.device)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if scheduler is not None and ck.get("scheduler"):
+            scheduler.load_state_dict(ck["scheduler"])
+        epoch, start_step, global_step, best = ck["epoch"], ck["step"], ck["global_step"], ck["best"]
+        run.truncate_after(global_step, epoch)
+        log.info("resuming %s at epoch %d step %d", run.path, epoch, start_step)
+    if dist.world > 1:
+        ddp_ids = [dist.device.index] if dist.device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=ddp_ids, find_unused_parameters=criterion.use_ce is False)
+
+    def checkpoint(path: Path, ep: int, step: int) -> None:
+        if dist.is_main:
+            save_checkpoint(
+                path,
+                {
+                    "config": cfg.to_dict(),
+                    "groups": data.train_index.groups,
+                    "model": unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler else None,
+                    "epoch": ep,
+                    "step": step,
+                    "global_step": global_step,
+                    "best": best,
+                },
+            )
+
+    t_start = time.perf_counter()
+    last_tick = [time.perf_counter()]
+    bar = tqdm(
+        total=total_steps,
+        initial=epoch * steps_per_epoch + start_step,
+        disable=not dist.is_main,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+    )
+
+    def on_step(ep: int, step: int, s: StepStats) -> None:
+        nonlocal global_step
+        global_step += 1
+        now = time.perf_counter()
+        rate = s.triplets * dist.world / max(now - last_tick[0], 1e-9)
+        last_tick[0] = now
+        bar.update(1)
+        bar.set_postfix(epoch=ep, loss=f"{s.loss:.4f}", trip_s=f"{rate:.1f}")
+        if global_step % cfg.train.log_every == 0 or step == steps_per_epoch - 1:
+            run.log(
+                {
+                    "kind": "step",
+                    "epoch": ep,
+                    "step": step,
+                    "global_step": global_step,
+                    "loss": s.loss,
+                    "loss_triplet": s.loss_triplet,
+                    "loss_ce": s.loss_ce,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "triplets_per_s": rate,
+                }
+            )
+        if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+            checkpoint(run.last, ep, step + 1)
+
+    final: dict = {}
+    while epoch < cfg.train.epochs:
+        batches = epoch_order(len(dataset), epoch, cfg.train.seed, cfg.train.batch_size, dist)[start_step:]
+        loader = DataLoader(
+            Subset(dataset, np.concatenate(batches).tolist()) if batches else [],
+            batch_size=cfg.train.batch_size,
+            shuffle=False,
+            num_workers=cfg.data.workers,
+        )
+        t0 = time.perf_counter()
+        train_loss = train_one_epoch(
+            model, criterion, optimizer, scheduler, loader, dist.device, epoch, start_step, cfg.train.amp, on_step
+        )
+        train_seconds = time.perf_counter() - t0
+        barrier()
+        if dist.is_main:
+            final = validate_epoch(model, data, cfg, dist.device)
+            final.update(
+                kind="epoch",
+                epoch=epoch,
+                train_loss=train_loss,
+                global_step=global_step,
+                train_seconds=train_seconds,
+                triplets_per_s=len(batches) * cfg.train.batch_size * dist.world / max(train_seconds, 1e-9),
+            )
+            log.info("epoch %d: val accuracy %.4f, AUROC %.4f", epoch, final["val_accuracy"], final["val_auroc"])
+            run.log(final)
+            if (final["val_auroc"] or 0.0) > best["val_auroc"]:
+                best = {k: final[k] for k in ("epoch", "val_accuracy", "val_auroc", "threshold")}
+                checkpoint(run.best, epoch + 1, 0)
+        epoch, start_step = epoch + 1, 0
+        checkpoint(run.last, epoch, 0)
+        barrier()
+    bar.close()
+    summary = {
+        "best": best,
+        "final": final,
+        "seconds": time.perf_counter() - t_start,
+        "train_patches": len(data.train_index),
+        "val_patches": len(data.val_index),
+    }
+    if dist.is_main:
+        write_json(run.path / "summary.json", summary)
+        _plot(run)
+    return summary
+
+
+def _plot(run: RunFolder) -> None:
+    try:
+        from pcbsiam.plots import plot_learning_curves
+
+        plot_learning_curves(run.records(), run.path / "learning_curve.png", title=run.path.name)
+    except Exception as exc:  # noqa: BLE001 - a plot must never lose a finished run
+        log.warning("learning curve not drawn: %s", exc)
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[SiameseFusionNet, Config, list[str]]:
+    """A model from a run folder (its best checkpoint) or a checkpoint file, with its config and groups."""
+    from pcbsiam.config import from_dict
+
+    path = Path(path)
+    ck_path = path / "checkpoints" / "best.pt" if path.is_dir() else path
+    ck = load_checkpoint(ck_path, map_location=device)
+    cfg = from_dict(ck["config"])
+    model = build_model_no_weights(cfg)
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), cfg, list(ck["groups"])
+
+
+def build_model_no_weights(cfg: Config) -> SiameseFusionNet:
+    """The network of ``cfg`` without loading ImageNet weights (a checkpoint supplies them)."""
+    return SiameseFusionNet(cfg.model)
+
+
+def scores_of(
+    model: SiameseFusionNet, store: BoardStore, index: PatchIndex, cfg: Config, device: torch.device
+) -> PairScores:
+    """Distances of every patch of ``index`` to its reference."""
+    return evaluate(model, pair_loader(store, index, cfg.model.input_size), device, cfg.train.amp)

@@ -1,0 +1,39 @@
+"""Pictures of boards: a tested image beside its template with the defect boxes drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from pcbsiam.data.defects import defect_name
+from pcbsiam.io import atomic_path
+
+BOX_COLOURS = ["#e41a1c", "#ff7f00", "#984ea3", "#4daf4a", "#377eb8", "#f781bf"]
+
+
+def plot_board_pairs(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]], path: str | Path) -> Path:
+    """Draw rows of (template, tested with boxes) and write a PNG.
+
+    Args:
+        pairs: per row (tested (H, W) uint8, template (H, W) uint8, boxes (N, 5), title).
+        path: PNG to write.
+    """
+    fig = Figure(figsize=(8, 4 * len(pairs)), layout="constrained")
+    axes = fig.subplots(len(pairs), 2, squeeze=False)
+    for row, (tested, template, boxes, title) in zip(axes, pairs, strict=True):
+        row[0].imshow(template, cmap="gray", vmin=0, vmax=255)
+        row[0].set_title(f"{title}: template")
+        row[1].imshow(tested, cmap="gray", vmin=0, vmax=255)
+        row[1].set_title(f"{title}: tested, {len(boxes)} defects")
+        for x1, y1, x2, y2, kind in np.asarray(boxes).reshape(-1, 5).tolist():
+            colour = BOX_COLOURS[(kind - 1) % len(BOX_COLOURS)]
+            row[1].add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.5, ec=colour))
+            row[1].text(x1, y1 - 3, defect_name(kind), color=colour, fontsize=7)
+        for ax in row:
+            ax.set_axis_off()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    return Path(path)

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny hand-made boards in the DeepPCB and paper layouts, the shared DeepPCB data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DEEPPCB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "DeepPCB"
+
+
+def board(seed: int, size: int = 96) -> np.ndarray:
+    """A (size, size) uint8 board of random white rectangles on black."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size), np.uint8)
+    for _ in range(8):
+        y, x = rng.integers(0, size - 12, 2)
+        h, w = rng.integers(3, 12, 2)
+        img[y : y + h, x : x + w] = 255
+    return img
+
+
+def write_deeppcb(
+    root: Path,
+    items: dict[str, list[tuple[int, int, int, int, int]]],
+    size: int = 96,
+    group: str = "12000",
+    rgb: bool = False,
+    sep: str = " ",
+) -> Path:
+    """Write a DeepPCB-layout tree with one item per name and its boxes; returns the split file."""
+    base = root / "PCBData" / f"group{group}"
+    (base / group).mkdir(parents=True, exist_ok=True)
+    (base / f"{group}_not").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k, (name, boxes) in enumerate(items.items()):
+        tmpl = board(k, size)
+        test = tmpl.copy()
+        for x1, y1, x2, y2, _ in boxes:
+            test[y1:y2, x1:x2] = 255 - test[y1:y2, x1:x2]
+        for arr, suffix in ((test, "test"), (tmpl, "temp")):
+            im = Image.fromarray(arr)
+            (im.convert("RGB") if rgb else im).save(base / group / f"{name}_{suffix}.jpg", quality=95)
+        (base / f"{group}_not" / f"{name}.txt").write_text("".join(sep.join(map(str, b)) + "\n" for b in boxes))
+        lines.append(f"group{group}/{group}/{name}.jpg group{group}/{group}_not/{name}.txt")
+    split = root / "PCBData" / "trainval.txt"
+    with open(split, "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return split
+
+
+@pytest.fixture
+def tiny_deeppcb(tmp_path: Path) -> Path:
+    """Two groups, three items each, 96 px, boxes of 12 px; returns the root."""
+    for g, base in (("12000", 12000000), ("13000", 13000000)):
+        items = {str(base + i): [(10 + 20 * i, 10, 22 + 20 * i, 22, 1 + i)] for i in range(3)}
+        items[str(base + 9)] = []  # a defect-free board
+        write_deeppcb(tmp_path, items, group=g)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def shared_deeppcb() -> Path:
+    """The shared DeepPCB trainval data; tests using it are skipped where it is absent."""
+    if not (SHARED_DEEPPCB / "PCBData" / "trainval.txt").is_file():
+        pytest.skip(f"shared DeepPCB data not found at {SHARED_DEEPPCB}")
+    return SHARED_DEEPPCB
