@@ -67,3 +67,70 @@ def shared_deeppcb() -> Path:
     if not (SHARED_DEEPPCB / "PCBData" / "trainval.txt").is_file():
         pytest.skip(f"shared DeepPCB data not found at {SHARED_DEEPPCB}")
     return SHARED_DEEPPCB
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 synthetic 256 px boards in 4 groups, written once per session."""
+    from pcbsiam.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root, boards=24, seed=11, size=256, groups=4)
+    return root
+
+
+#: Overrides that make a training run take seconds (patches of 64 px seen at 32 px).
+TINY_TRAIN = [
+    "model.backbone=resnet18",
+    "model.hidden_dim=32",
+    "model.embedding_dim=8",
+    "model.input_size=32",
+    "data.patch=64",
+    "data.val_fraction=0.25",
+    "train.triplets=48",
+    "train.batch_size=8",
+    "train.epochs=2",
+    "train.val_max_patches=64",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
+    "train.warmup_steps=0",
+    "train.lr=0.001",
+]
+
+
+def make_tiny_bundle(
+    path: Path, threshold: float = 0.5, patch: int = 64, input_size: int = 32, boards: dict | None = None
+) -> Path:
+    """Save a calibrated bundle of an untrained tiny network (ResNet18, 32 px input, 8-d embedding)."""
+    import torch
+
+    from pcbsiam.bundle import Bundle
+    from pcbsiam.config import load_config
+    from pcbsiam.models import SiameseFusionNet
+
+    torch.manual_seed(0)
+    cfg = load_config(
+        "tiny",
+        [f"data.patch={patch}", f"model.input_size={input_size}", "model.hidden_dim=32", "model.embedding_dim=8"],
+    )
+    cfg.model.num_classes = 2
+    model = SiameseFusionNet(cfg.model).eval()
+    model.threshold.fill_(threshold)
+    return Bundle(model, cfg, ["g1", "g2"], "accuracy", {"note": "test bundle"}, boards or {}).save(path)
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path: Path) -> Path:
+    """Path of a tiny calibrated bundle with one registered 192 px board named ``demo``."""
+    return make_tiny_bundle(tmp_path / "tiny.bundle", boards={"demo": board(1, 192)})
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny training run folder on the synthetic boards (about 10 s)."""
+    from pcbsiam.config import load_config
+    from pcbsiam.training import fit
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    fit(load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}"]), out)
+    return out

@@ -90,8 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pcbsiam.demo import format_summary, run_demo
 
-    report = run_demo(args.out, boards=args.boards, size=args.size, seed=args.seed)
-    report["path"] = str(Path(args.out) / "report.json")
+    report = run_demo(args.out, boards=args.boards, size=args.size, seed=args.seed, preset=args.config,
+                      overrides=args.set)
     print(format_summary(report))
     return 0
 
@@ -150,13 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--boards", type=int, default=48)
     d.add_argument("--size", type=int, default=384)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--config", default="tiny", help="training preset")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="training override")
     d.set_defaults(func=cmd_demo)
     for register in _EXTRA:
         register(sub)
     return p
 
 
-_EXTRA: list[Callable[[argparse._SubParsersAction], None]] = []
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from pcbsiam import cli_deploy, cli_eval
+
+    return [cli_eval.register, cli_deploy.register]
+
+
+_EXTRA = _extra_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,52 +2,102 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 from pcbsiam.config import load_config
+from pcbsiam.data.images import load_gray
 from pcbsiam.data.sources import patches_of, read_boards
 from pcbsiam.data.store import load_store
 from pcbsiam.data.synth import write_dataset
+from pcbsiam.evaluation import calibrate_model, evaluate_models
+from pcbsiam.inference import Inspector
 from pcbsiam.io import write_json
+from pcbsiam.plots import plot_distance_histograms, plot_roc
 from pcbsiam.training import fit
+from pcbsiam.viz import render_overlay
 
 log = logging.getLogger(__name__)
 
+HEADLINE = ("accuracy", "balanced_accuracy", "recall", "false_alarm_rate", "auroc")
 
-def run_demo(out: str | Path, boards: int = 48, size: int = 384, seed: int = 0, preset: str = "tiny") -> dict:
+
+def run_demo(out: str | Path, boards: int = 48, size: int = 384, seed: int = 0, preset: str = "tiny",
+             overrides: list[str] | None = None) -> dict:
     """Run every stage on freshly generated synthetic boards and write ``out/report.json``.
 
+    Finished stages are reused when the demo is run again into the same folder (training resumes).
+
     Returns:
-        The report (each stage's figures and the paths of what it wrote).
+        The report: each stage's figures and the paths of what it wrote.
     """
     out = Path(out)
-    report: dict = {"stages": {}}
     t0 = time.perf_counter()
+    report: dict = {"stages": {}, "path": str(out / "report.json")}
     data_root = out / "synthetic"
     if not (data_root / "PCBData" / "trainval.txt").is_file():
-        log.info("writing %d synthetic boards to %s", boards, data_root)
+        log.info("stage 1/5: writing %d synthetic boards to %s", boards, data_root)
         write_dataset(data_root, boards=boards, seed=seed, size=size, groups=4)
-    cfg = load_config(preset, [f"data.root={data_root}"])
+    cfg = load_config(preset, [f"data.root={data_root}", *(overrides or [])])
     store = load_store(read_boards(data_root))
     report["stages"]["data"] = {"root": str(data_root), **patches_of(store, cfg.data.patch).stats()}
+
+    log.info("stage 2/5: training (%s preset)", preset)
     run_dir = out / "run"
     summary = fit(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file())
     report["stages"]["train"] = {"run": str(run_dir), "best": summary["best"], "seconds": round(summary["seconds"], 1)}
+
+    log.info("stage 3/5: calibrating the threshold on the training boards")
+    bundle = calibrate_model(run_dir, data_root)
+    bundle_path = bundle.save(out / "model.bundle")
+    report["stages"]["calibrate"] = {"bundle": str(bundle_path), "threshold": bundle.threshold,
+                                     "train_accuracy": bundle.calibration["value"]}
+
+    log.info("stage 4/5: evaluating on the validation boards, beside the classical comparison")
+    result, curves = evaluate_models([bundle_path], data_root, baseline=True)
+    plots = [plot_distance_histograms(*curves["model"], out / "distances.png", title="validation patches"),
+             plot_roc({n: c[:2] for n, c in curves.items()}, out / "roc.png")]
+    report["stages"]["evaluate"] = {
+        "patches": result["models"]["model"]["n"],
+        "methods": {n: {k: r[k] for k in HEADLINE} for n, r in result["models"].items()},
+        "plots": [str(p) for p in plots],
+    }
+    write_json(out / "evaluation.json", result)
+
+    log.info("stage 5/5: inspecting one whole validation board")
+    val_name = sorted(bundle.calibration["val_items"])[0]
+    pair = next(p for p in store.pairs if p.name == val_name)
+    tested = load_gray(pair.tested)
+    inspection = Inspector(bundle, overlap=0.5).inspect(tested, load_gray(pair.template))
+    render_overlay(tested, inspection, out / "overlay.png", title=None)
+    write_json(out / "inspection.json", inspection.to_dict())
+    report["stages"]["inspect"] = {"board": pair.name, "annotated_defects": len(pair.boxes),
+                                   "verdict": "defective" if inspection.defective else "pass",
+                                   "shift": inspection.shift, "overlay": str(out / "overlay.png")}
     report["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "report.json", report)
     return report
 
 
 def format_summary(report: dict) -> str:
-    """A short plain-text table of the demo's figures."""
-    lines = ["stage      figure"]
-    d = report["stages"]["data"]
-    lines.append(f"data       {d['patches']} patches, {d['defective']} defective ({d['defective_share']:.1%})")
-    if "train" in report["stages"]:
-        b = report["stages"]["train"]["best"]
-        lines.append(f"train      best epoch {b['epoch']}: val accuracy {b['val_accuracy']:.3f}, AUROC {b['val_auroc']:.3f}")
+    """A short plain-text summary of the demo's figures."""
+    st = report["stages"]
+    d = st["data"]
+    lines = [f"data       {d['patches']} patches of synthetic boards, {d['defective']} defective "
+             f"({d['defective_share']:.1%})"]
+    b = st["train"]["best"]
+    lines.append(f"train      {st['train']['seconds']} s; best epoch {b['epoch']}: val AUROC {b['val_auroc']:.3f}")
+    lines.append(f"calibrate  threshold {st['calibrate']['threshold']:.4f} (best training accuracy "
+                 f"{st['calibrate']['train_accuracy']:.3f})")
+    lines.append(f"evaluate   {st['evaluate']['patches']} validation patches")
+    lines.append("           " + "".join(f"{k:>19}" for k in HEADLINE))
+    for name, m in st["evaluate"]["methods"].items():
+        cells = "".join(f"{'-' if m[k] is None else format(m[k], '.3f'):>19}" for k in HEADLINE)
+        lines.append(f"  {name:<9}{cells}")
+    i = st["inspect"]
+    lines.append(f"inspect    board {i['board']} ({i['annotated_defects']} annotated defects): {i['verdict']}, "
+                 f"shift {i['shift']['dy']},{i['shift']['dx']} -> {i['overlay']}")
     lines.append(f"total      {report['seconds']} s")
-    return "\n".join(lines) + "\n" + json.dumps({"report": report.get("path")})
+    lines.append(f"report     {report['path']}")
+    return "\n".join(lines)

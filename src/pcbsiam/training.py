@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +260,7 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
         desc="train",
         unit="step",
         dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not every step
     )
 
     def on_step(ep: int, step: int, s: StepStats) -> None:
@@ -268,7 +270,7 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
         rate = s.triplets * dist.world / max(now - last_tick[0], 1e-9)
         last_tick[0] = now
         bar.update(1)
-        bar.set_postfix(epoch=ep, loss=f"{s.loss:.4f}", trip_s=f"{rate:.1f}")
+        bar.set_postfix(epoch=ep, loss=f"{s.loss:.4f}", trip_s=f"{rate:.1f}", refresh=False)
         if global_step % cfg.train.log_every == 0 or step == steps_per_epoch - 1:
             run.log(
                 {

@@ -37,3 +37,50 @@ def plot_board_pairs(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     return Path(path)
+
+
+def render_overlay(tested: np.ndarray, inspection, path: str | Path | None = None, title: str | None = None):
+    """The tested board with each tile tinted by its distance, defective tiles outlined in red.
+
+    Args:
+        tested: (H, W) uint8 tested image.
+        inspection: a :class:`pcbsiam.inference.Inspection`.
+        path: PNG to write; ``None`` returns the PNG bytes instead.
+
+    Returns:
+        The path written, or the PNG bytes.
+    """
+    import io
+
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    thr = inspection.threshold
+    top = max(inspection.max_distance, thr * 1.5, 1e-6)
+    norm = Normalize(0.0, top)
+    cmap = colormaps["RdYlGn_r"]
+    h, w = tested.shape
+    fig = Figure(figsize=(7, 7 * h / w + 0.6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(tested, cmap="gray", vmin=0, vmax=255)
+    for t in inspection.tiles:
+        ax.add_patch(Rectangle((t.x - 0.5, t.y - 0.5), t.w, t.h, fc=cmap(norm(t.distance)), alpha=0.28, lw=0))
+    for t in inspection.tiles:
+        if t.defective:
+            ax.add_patch(Rectangle((t.x - 0.5, t.y - 0.5), t.w, t.h, fill=False, ec="red", lw=2))
+    sm = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.046, pad=0.02)
+    sm.ax.axhline(thr, color="black", lw=2)
+    sm.set_label(f"L2 distance (threshold {thr:.3f}: black line)")
+    verdict = "DEFECTIVE" if inspection.defective else "PASS"
+    shift = inspection.shift
+    ax.set_title(title or f"{verdict}: {sum(t.defective for t in inspection.tiles)} of {len(inspection.tiles)} "
+                 f"tiles above threshold; shift dy={shift['dy']} dx={shift['dx']}")
+    ax.set_axis_off()
+    if path is None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    return Path(path)

@@ -1,0 +1,104 @@
+"""The model bundle: network, threshold, policy, config and registered standard boards in one file.
+
+A bundle is what calibration writes and what inspection, evaluation, export and the service read.
+Standard boards are stored as uint8 images; their tile embeddings are computed once when needed and
+cached by the inspector, never stored (they follow from the weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pcbsiam import __version__
+from pcbsiam.config import Config, from_dict
+from pcbsiam.errors import PcbsiamError
+from pcbsiam.io import atomic_path
+from pcbsiam.models import SiameseFusionNet
+
+BUNDLE_FORMAT = "pcbsiam-bundle"
+BUNDLE_VERSION = 1
+
+
+@dataclass
+class Bundle:
+    """A calibrated inspector.
+
+    Attributes:
+        model: the network; ``model.threshold`` holds the calibrated distance threshold.
+        cfg: the training configuration (input size, patch size, ...).
+        groups: PCB types the classifier head was trained on.
+        policy: calibration policy that chose the threshold (``accuracy``, ``f1``, ``recall:0.995``).
+        calibration: what calibration measured (metric values, counts, data used).
+        boards: registered standard boards by name: (H, W) uint8 images.
+    """
+
+    model: SiameseFusionNet
+    cfg: Config
+    groups: list[str]
+    policy: str = "accuracy"
+    calibration: dict = field(default_factory=dict)
+    boards: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold on the L2 distance (NaN before calibration)."""
+        return float(self.model.threshold)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle atomically; load it with :func:`load_bundle`."""
+        data = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_VERSION,
+            "pcbsiam_version": __version__,
+            "config": self.cfg.to_dict(),
+            "groups": list(self.groups),
+            "policy": self.policy,
+            "calibration": self.calibration,
+            "model": self.model.state_dict(),
+            "boards": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.boards.items()},
+        }
+        with atomic_path(path) as tmp:
+            torch.save(data, tmp)
+        return Path(path)
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Read a bundle file, or a training run folder / checkpoint (then uncalibrated unless the run
+    validated a threshold), with ``weights_only=True``.
+
+    Raises:
+        PcbsiamError: the file is missing, not a bundle or checkpoint, or from a newer format.
+    """
+    path = Path(path)
+    if path.is_dir() or _is_checkpoint(path):
+        from pcbsiam.training import load_trained
+
+        model, cfg, groups = load_trained(path, device)
+        return Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
+    if not path.is_file():
+        raise PcbsiamError(f"model {path} not found: give a bundle file or a training run folder")
+    try:
+        data = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file for the user
+        raise PcbsiamError(f"{path} cannot be read as a pcbsiam bundle: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+        raise PcbsiamError(f"{path} is not a pcbsiam bundle (format tag {data.get('format')!r})")
+    if int(data.get("format_version", 0)) != BUNDLE_VERSION:
+        raise PcbsiamError(
+            f"{path} is a bundle of format {data.get('format_version')} written by pcbsiam "
+            f"{data.get('pcbsiam_version')}; this pcbsiam {__version__} reads format {BUNDLE_VERSION}: "
+            "re-run `pcbsiam calibrate` with this version"
+        )
+    cfg = from_dict(data["config"])
+    model = SiameseFusionNet(cfg.model)
+    model.load_state_dict(data["model"])
+    boards = {k: v.cpu().numpy() for k, v in data.get("boards", {}).items()}
+    return Bundle(model.to(device).eval(), cfg, list(data["groups"]), data["policy"], data["calibration"], boards)
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".pt" and path.parent.name == "checkpoints"

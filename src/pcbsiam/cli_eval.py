@@ -1,0 +1,247 @@
+"""Sub-commands calibrate, evaluate, baseline and inspect: parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pcbsiam.errors import PcbsiamError
+
+log = logging.getLogger("pcbsiam")
+
+
+def _write_json(path: str | Path | None, obj: dict) -> None:
+    if path:
+        from pcbsiam.io import write_json
+
+        write_json(path, obj)
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pcbsiam.data.images import load_gray
+    from pcbsiam.evaluation import calibrate_model
+
+    boards = {}
+    for item in args.board or []:
+        name, _, path = item.partition("=")
+        if not path:
+            raise PcbsiamError(f"--board {item!r} must look like NAME=IMAGE")
+        boards[name] = load_gray(path)
+    bundle = calibrate_model(args.model, args.data, args.split, args.policy, args.subset, args.max_patches,
+                             args.cache_dir, args.device, boards)
+    out = Path(args.out) if args.out else (Path(args.model) / "model.bundle" if Path(args.model).is_dir()
+                                           else Path(args.model))
+    bundle.save(out)
+    cal = bundle.calibration
+    print(json.dumps({"bundle": str(out), "policy": args.policy, "threshold": round(cal["threshold"], 6),
+                      "value": round(cal["value"], 6), "subset": cal["subset"], "patches": cal["patches"],
+                      "boards": sorted(bundle.boards)}))
+    return 0
+
+
+def _plots(out_dir: Path, scores_by_name: dict[str, tuple[np.ndarray, np.ndarray, float]], xlabel: str) -> list[str]:
+    from pcbsiam.plots import plot_distance_histograms, plot_roc
+
+    written = []
+    for name, (s, y, thr) in scores_by_name.items():
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        label = "defect pixels" if name == "classical" else xlabel
+        written.append(str(plot_distance_histograms(s, y, thr, out_dir / f"hist_{safe}.png", title=name, xlabel=label)))
+    written.append(str(plot_roc({n: (s, y) for n, (s, y, _) in scores_by_name.items()}, out_dir / "roc.png")))
+    return written
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pcbsiam.evaluation import evaluate_models, format_table
+    from pcbsiam.metrics import format_mean_std
+
+    result, curves = evaluate_models(args.model, args.data, args.split, args.subset, args.max_patches,
+                                     args.baseline, args.cache_dir, args.device)
+    print(format_table(result["models"]))
+    if "mean_std" in result:
+        n = len(args.model)
+        print(f"\nover {n} models: " + ", ".join(
+            f"{k} {format_mean_std(v['mean'], v['std'])}" for k, v in result["mean_std"].items()))
+    if args.out:
+        result["plots"] = _plots(Path(args.out), curves, "L2 distance")
+        print("plots: " + ", ".join(result["plots"]), file=sys.stderr)
+    _write_json(args.json or (Path(args.out) / "evaluation.json" if args.out else None), result)
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from pcbsiam.baseline import ClassicalComparator
+    from pcbsiam.evaluation import calibrate_scores, classical_scorer, format_table, load_subset, report, run_val_items
+
+    val_items = run_val_items(args.model) if args.model else None
+    comp = ClassicalComparator(k=3, neighbourhood="square", open_size=0, allow_unregistered=True) if args.plain \
+        else ClassicalComparator(k=args.k, neighbourhood=args.neighbourhood, open_size=args.open_size,
+                                 allow_unregistered=True)
+    scorer = classical_scorer(comp)
+    train = load_subset(args.data, args.split, "train", val_items, args.patch, cache_dir=args.cache_dir)
+    val = load_subset(args.data, args.split, "val", val_items, args.patch, cache_dir=args.cache_dir)
+    cal = calibrate_scores(scorer(train.store, train.index), train.index.labels, args.policy)
+    s = scorer(val.store, val.index)
+    rep = report(s, val.index, cal.threshold) | {"method": repr(comp), "policy": args.policy,
+                                                  "train_patches": len(train.index)}
+    print(format_table({"classical": rep}))
+    if args.out:
+        rep["plots"] = _plots(Path(args.out), {"classical": (s, val.index.labels, cal.threshold)}, "defect pixels")
+    _write_json(args.json or (Path(args.out) / "baseline.json" if args.out else None), rep)
+    return 0
+
+
+def _pairs_in_folder(folder: Path) -> list[tuple[str, Path, Path]]:
+    out = []
+    for test in sorted(folder.iterdir()):
+        stem = test.stem
+        if stem.endswith("_test"):
+            cands = list(folder.glob(f"{stem[:-5]}_temp.*"))
+            if cands:
+                out.append((stem[:-5], test, cands[0]))
+    if not out:
+        raise PcbsiamError(f"no <name>_test.<ext> / <name>_temp.<ext> pairs in {folder}")
+    return out
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pcbsiam.bundle import load_bundle
+    from pcbsiam.data.images import load_gray
+    from pcbsiam.inference import Inspector
+    from pcbsiam.io import write_json, write_text
+    from pcbsiam.viz import render_overlay
+
+    inspector = Inspector(load_bundle(args.model, args.device), args.device, overlap=args.overlap,
+                          max_shift=args.max_shift)
+    out = Path(args.out)
+    if not args.batch:
+        if not args.test or not (args.template or args.board):
+            raise PcbsiamError("give --test IMG and --template IMG (or --board NAME), or --batch with --data/--pairs")
+        tested = load_gray(args.test)
+        result = inspector.inspect(tested, args.board or load_gray(args.template))
+        rep = result.to_dict() | {"tested": str(args.test), "reference": args.board or str(args.template)}
+        write_json(out / "report.json", rep)
+        render_overlay(tested, result, out / "overlay.png")
+        print(json.dumps({"verdict": rep["verdict"], "max_distance": round(rep["max_distance"], 4),
+                          "defective_tiles": rep["defective_tiles"], "shift": rep["shift"],
+                          "report": str(out / "report.json"), "overlay": str(out / "overlay.png")}))
+        return 0
+    return _inspect_batch(args, inspector, out, write_json, write_text, load_gray)
+
+
+def _inspect_batch(args, inspector, out: Path, write_json, write_text, load_gray) -> int:  # noqa: ANN001
+    from pcbsiam.data.sources import read_boards
+
+    if args.pairs:
+        items = [(name, t, r, None) for name, t, r in _pairs_in_folder(Path(args.pairs))]
+        skipped: list[str] = []
+    elif args.data:
+        boards = read_boards(args.data, args.split)
+        items = [(p.name, p.tested, p.template, p.boxes) for p in boards.pairs]
+        skipped = [str(e) for e in boards.skipped]
+    else:
+        raise PcbsiamError("--batch needs --data ROOT [--split FILE] or --pairs DIR")
+    rows, caught, boxes_total, correct, labelled = [], 0, 0, 0, 0
+    for n, (name, test_path, ref_path, boxes) in enumerate(items, 1):
+        try:
+            res = inspector.inspect(load_gray(test_path), load_gray(ref_path))
+        except PcbsiamError as exc:
+            skipped.append(f"{name}: {exc}")
+            continue
+        rows.append({"name": name, "verdict": "defective" if res.defective else "pass",
+                     "max_distance": round(res.max_distance, 6), "defective_tiles": sum(t.defective for t in res.tiles),
+                     "tiles": len(res.tiles), "dy": res.shift["dy"], "dx": res.shift["dx"]})
+        if boxes is not None:
+            labelled += 1
+            correct += int(res.defective == (len(boxes) > 0))
+            for x1, y1, x2, y2, _ in boxes.tolist():
+                cy, cx = (y1 + y2) / 2, (x1 + x2) / 2
+                boxes_total += 1
+                caught += any(t.defective and t.y <= cy < t.y + t.h and t.x <= cx < t.x + t.w for t in res.tiles)
+        if n % 25 == 0 or n == len(items):
+            print(f"  {n}/{len(items)} boards", file=sys.stderr)
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    write_text(out / "verdicts.csv", buf.getvalue())
+    summary = {"boards": len(rows), "defective": sum(r["verdict"] == "defective" for r in rows),
+               "pass": sum(r["verdict"] == "pass" for r in rows), "skipped": skipped,
+               "threshold": inspector.bundle.threshold}
+    if labelled:
+        summary["board_accuracy"] = correct / labelled
+        summary["defects_annotated"] = boxes_total
+        summary["defects_flagged_share"] = caught / boxes_total if boxes_total else None
+    write_json(out / "summary.json", summary)
+    print(json.dumps({k: v for k, v in summary.items() if k != "skipped"} | {"skipped": len(skipped),
+                                                                             "csv": str(out / "verdicts.csv")}))
+    for s in skipped:
+        print(f"skipped: {s}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add calibrate, evaluate, baseline and inspect to the ``pcbsiam`` parser."""
+
+    def data_args(q: argparse.ArgumentParser, required: bool = True) -> None:
+        q.add_argument("--data", required=required, help="DeepPCB root (holding PCBData/) or paper layout root")
+        q.add_argument("--split", default="trainval.txt", help="split file (DeepPCB layout)")
+        q.add_argument("--cache-dir", default=None, help="memory-map decoded boards from here")
+        q.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+
+    c = sub.add_parser("calibrate", help="choose the threshold and write a model bundle")
+    c.add_argument("--model", required=True, help="training run folder, checkpoint or bundle")
+    data_args(c)
+    c.add_argument("--policy", default="accuracy", help="accuracy (paper), balanced_accuracy, f1, recall:0.995")
+    c.add_argument("--subset", default="auto", choices=["auto", "train", "val", "all"],
+                   help="items to calibrate on (auto: the run's training items, else all)")
+    c.add_argument("--max-patches", type=int, default=None, help="calibrate on at most this many patches")
+    c.add_argument("--board", action="append", metavar="NAME=IMAGE", help="register a standard board")
+    c.add_argument("--out", default=None, help="bundle file (default: RUN/model.bundle or the bundle itself)")
+    c.set_defaults(func=cmd_calibrate)
+
+    e = sub.add_parser("evaluate", help="metrics, per-type recall, histograms and ROC of one or more models")
+    e.add_argument("--model", required=True, action="append", help="bundle (repeat for several runs: mean ± std)")
+    data_args(e)
+    e.add_argument("--subset", default="auto", choices=["auto", "train", "val", "all"],
+                   help="items to evaluate (auto: the run's validation items, else all)")
+    e.add_argument("--max-patches", type=int, default=None)
+    e.add_argument("--baseline", action="store_true", help="also the classical comparison on the same patches")
+    e.add_argument("--json", default=None, help="write the figures here")
+    e.add_argument("--out", default=None, help="folder for plots (and evaluation.json)")
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("baseline", help="classical template comparison, calibrated and evaluated the same way")
+    data_args(b)
+    b.add_argument("--model", default=None, help="a run folder whose train/validation split to use")
+    b.add_argument("--policy", default="accuracy")
+    b.add_argument("--patch", type=int, default=128)
+    b.add_argument("--k", type=int, default=2, help="tolerance band in px")
+    b.add_argument("--neighbourhood", default="disk", choices=["disk", "square"])
+    b.add_argument("--open-size", type=int, default=3, help="opening of the defect map (0: none)")
+    b.add_argument("--plain", action="store_true", help="the textbook variant: k=3, square band, no opening")
+    b.add_argument("--json", default=None)
+    b.add_argument("--out", default=None)
+    b.set_defaults(func=cmd_baseline)
+
+    i = sub.add_parser("inspect", help="inspect a whole board (or a batch) and draw the verdict")
+    i.add_argument("--model", required=True, help="bundle (or a run folder with a validated threshold)")
+    i.add_argument("--test", default=None, help="tested image")
+    i.add_argument("--template", default=None, help="defect-free reference image")
+    i.add_argument("--board", default=None, help="name of a standard board registered in the bundle")
+    i.add_argument("--batch", action="store_true", help="inspect every pair of --data/--split or --pairs")
+    data_args(i, required=False)
+    i.add_argument("--pairs", default=None, help="folder of <name>_test.<ext> and <name>_temp.<ext> pairs")
+    i.add_argument("--overlap", type=float, default=0.0, help="share of a tile overlapping its neighbour")
+    i.add_argument("--max-shift", type=int, default=16, help="largest registration offset accepted (px)")
+    i.add_argument("--out", required=True, help="output folder")
+    i.set_defaults(func=cmd_inspect)

@@ -1,0 +1,171 @@
+"""Inspect a whole board: register it to its reference, tile it, embed, compare, decide."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from pcbsiam.bundle import Bundle
+from pcbsiam.data.protocol import grid_origins
+from pcbsiam.data.transforms import crop, to_tensor
+from pcbsiam.engine import autocast
+from pcbsiam.errors import PcbsiamError, RegistrationError
+from pcbsiam.registration import Shift, estimate_shift, shift_image
+
+
+@dataclass
+class TileResult:
+    """One tile: its place in the tested image, its distance and its verdict."""
+
+    y: int
+    x: int
+    h: int
+    w: int
+    distance: float
+    defective: bool
+
+
+@dataclass
+class Inspection:
+    """The verdict on a board.
+
+    Attributes:
+        defective: True when any tile is above the threshold.
+        threshold: the bundle's threshold.
+        shift: (dy, dx) of the tested image relative to the reference, and the match score.
+        tiles: every tile's result.
+        size: (H, W) of the tested image.
+        seconds: time taken.
+    """
+
+    defective: bool
+    threshold: float
+    shift: dict
+    tiles: list[TileResult] = field(default_factory=list)
+    size: tuple[int, int] = (0, 0)
+    seconds: float = 0.0
+
+    @property
+    def max_distance(self) -> float:
+        """Largest tile distance."""
+        return max((t.distance for t in self.tiles), default=0.0)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict."""
+        d = asdict(self)
+        d["verdict"] = "defective" if self.defective else "pass"
+        d["max_distance"] = self.max_distance
+        d["defective_tiles"] = sum(t.defective for t in self.tiles)
+        return d
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: float = 0.0) -> np.ndarray:
+    """Tiles covering an image, the last row and column flush with its border.
+
+    Args:
+        overlap: share of a tile shared with its neighbour, in [0, 1).
+
+    Returns:
+        (M, 4) int rows y, x, h, w.
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if height < tile or width < tile:
+        raise PcbsiamError(f"image of {width}x{height} px is smaller than one {tile} px tile")
+    stride = max(1, int(round(tile * (1.0 - overlap))))
+
+    def starts(n: int) -> list[int]:
+        s = grid_origins(n, tile, stride)
+        return s if s[-1] == n - tile else [*s, n - tile]
+
+    return np.array([(y, x, tile, tile) for y in starts(height) for x in starts(width)], dtype=np.int64)
+
+
+class Inspector:
+    """Inspects boards with a calibrated bundle; reference embeddings are computed once and cached.
+
+    Args:
+        bundle: the calibrated model.
+        device: where to run the network.
+        overlap: tile overlap share.
+        max_shift: largest registration offset searched and accepted, in px.
+        batch_size: tiles embedded per forward pass.
+        cache_size: number of (board, shift) reference embeddings kept.
+    """
+
+    def __init__(self, bundle: Bundle, device: str | torch.device = "cpu", overlap: float = 0.0,
+                 max_shift: int = 16, batch_size: int = 32, cache_size: int = 32) -> None:
+        if np.isnan(bundle.threshold):
+            raise PcbsiamError("the model has no threshold: run `pcbsiam calibrate` to make a bundle first")
+        self.bundle = bundle
+        self.device = torch.device(device)
+        self.model = bundle.model.to(self.device).eval()
+        self.tile = bundle.cfg.data.patch
+        self.size = bundle.cfg.model.input_size
+        self.overlap = overlap
+        self.max_shift = max_shift
+        self.batch_size = batch_size
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.cache_size = cache_size
+
+    @torch.inference_mode()
+    def embed_tiles(self, image: np.ndarray, tiles: np.ndarray) -> torch.Tensor:
+        """(M, D) embeddings of the tiles of a (H, W) uint8 image."""
+        out = []
+        for i in range(0, len(tiles), self.batch_size):
+            batch = [crop(image, *map(int, t)) for t in tiles[i : i + self.batch_size]]
+            with autocast(self.device):
+                out.append(self.model.embed(to_tensor(batch, self.size).to(self.device)).float())
+        return torch.cat(out) if out else torch.zeros(0, self.model.cfg.embedding_dim)
+
+    def reference_embeddings(self, key: object, reference: np.ndarray, tiles: np.ndarray) -> torch.Tensor:
+        """Embeddings of a reference's tiles, cached under ``key`` (e.g. board name and shift)."""
+        if key is not None and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        emb = self.embed_tiles(reference, tiles)
+        if key is not None:
+            self._cache[key] = emb
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return emb
+
+    def register(self, tested: np.ndarray, reference: np.ndarray) -> Shift:
+        """Shift of ``tested`` relative to ``reference``; a sentence if they cannot be registered."""
+        if tested.shape != reference.shape:
+            raise RegistrationError(
+                f"tested image is {tested.shape[1]}x{tested.shape[0]} px but the reference is "
+                f"{reference.shape[1]}x{reference.shape[0]} px; they must be the same size"
+            )
+        return estimate_shift(tested, reference, max_shift=self.max_shift)
+
+    def inspect(self, tested: np.ndarray, reference: np.ndarray | str, register: bool = True) -> Inspection:
+        """Verdict on a (H, W) uint8 tested board against a reference image or a registered board name.
+
+        Raises:
+            RegistrationError: sizes differ, or no shift within ``max_shift`` matches.
+            PcbsiamError: an unknown board name, or an image smaller than a tile.
+        """
+        t0 = time.perf_counter()
+        name = None
+        if isinstance(reference, str):
+            name = reference
+            if name not in self.bundle.boards:
+                known = ", ".join(sorted(self.bundle.boards)) or "none"
+                raise PcbsiamError(f"unknown board {name!r}; registered boards: {known}")
+            reference = self.bundle.boards[name]
+        shift = self.register(tested, reference) if register else Shift(0, 0, 1.0)
+        aligned = shift_image(reference, shift.dy, shift.dx, fill=int(np.median(reference)))
+        tiles = tile_grid(*tested.shape, self.tile, self.overlap)
+        ref_emb = self.reference_embeddings(None if name is None else (name, shift.dy, shift.dx), aligned, tiles)
+        dist = self.model.distance(self.embed_tiles(tested, tiles), ref_emb).cpu().numpy()
+        thr = self.bundle.threshold
+        results = [TileResult(int(y), int(x), int(h), int(w), float(d), bool(d > thr))
+                   for (y, x, h, w), d in zip(tiles.tolist(), dist, strict=True)]
+        return Inspection(any(r.defective for r in results), thr,
+                          {"dy": shift.dy, "dx": shift.dx, "score": round(shift.score, 4)}, results,
+                          (int(tested.shape[0]), int(tested.shape[1])), time.perf_counter() - t0)

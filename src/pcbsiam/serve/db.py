@@ -1,0 +1,220 @@
+"""The inspection record store: one SQLAlchemy Core table, any database URL, SQLite by default.
+
+Every inspection becomes one row, written in one transaction before the service answers. On SQLite
+the journal runs in WAL mode with ``synchronous=FULL``, so a committed row survives a crash of the
+process or of the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger(__name__)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored as naive UTC and read back as an aware UTC ``datetime``."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+#: One row per inspection; ``tested_png`` holds the tested image as inspected (greyscale, lossless).
+inspections = Table(
+    "inspections",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("defective", Boolean, nullable=False),
+    Column("max_distance", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("shift_dy", Integer, nullable=False),
+    Column("shift_dx", Integer, nullable=False),
+    Column("shift_score", Float, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("tile_count", Integer, nullable=False),
+    Column("defective_tiles", Integer, nullable=False),
+    Column("tiles", JSON, nullable=False),
+    Column("tested_sha256", String(64), nullable=False),
+    Column("reference_sha256", String(64), nullable=True),
+    Column("board", String(200), nullable=True),
+    Column("tested_filename", String(255), nullable=True),
+    Column("reference_filename", String(255), nullable=True),
+    Column("model_id", String(64), nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("tested_png", LargeBinary, nullable=True),
+    Index("ix_inspections_created_at", "created_at"),
+    Index("ix_inspections_verdict_created_at", "verdict", "created_at"),
+)
+
+#: Every column but the stored image, and whether there is one: what lookup reads.
+RECORD_COLUMNS = [
+    *(c for c in inspections.c if c.name != "tested_png"),
+    inspections.c.tested_png.is_not(None).label("has_image"),
+]
+#: Columns of the listing (no tiles).
+SUMMARY_COLUMNS = [c for c in RECORD_COLUMNS if c.name != "tiles"]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=15000")
+    finally:
+        cur.close()
+
+
+def open_engine(url: str, create: bool = True) -> Engine:
+    """An engine for ``url``; SQLite files get WAL and ``synchronous=FULL``.
+
+    Args:
+        url: any SQLAlchemy URL, e.g. ``sqlite:///inspections.db`` or ``postgresql+psycopg://...``.
+        create: create the database file and the table where missing.
+    """
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+        else:
+            if create:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs = {"connect_args": {"check_same_thread": False, "timeout": 15}}
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    if create:
+        metadata.create_all(engine)
+    return engine
+
+
+class InspectionStore:
+    """Reads and writes inspection rows.
+
+    Args:
+        url: SQLAlchemy database URL.
+        create: create the database and table where missing (a reader such as the load test passes False).
+    """
+
+    def __init__(self, url: str, create: bool = True) -> None:
+        self.url = url
+        self.engine = open_engine(url, create)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Insert one row and commit it (durably on SQLite) before returning."""
+        with self.engine.begin() as conn:
+            conn.execute(inspections.insert().values(**row))
+
+    def get(self, inspection_id: str) -> dict[str, Any] | None:
+        """The row of an inspection without its image, or ``None``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*RECORD_COLUMNS).where(inspections.c.id == inspection_id)).mappings().first()
+        return None if row is None else dict(row)
+
+    def image(self, inspection_id: str) -> tuple[bool, dict[str, Any] | None, bytes | None]:
+        """(found, row without image, stored tested PNG or ``None``) of an inspection."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(inspections).where(inspections.c.id == inspection_id)).mappings().first()
+        if row is None:
+            return False, None, None
+        data = dict(row)
+        png = data.pop("tested_png")
+        data["has_image"] = png is not None
+        return True, data, png
+
+    def page(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        verdict: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Summaries (no tiles), newest first, and the number of rows matching the filters.
+
+        Args:
+            verdict: ``defective`` or ``pass``; ``None`` for both.
+            since: keep rows created at or after this time.
+            until: keep rows created before this time.
+        """
+        conds = []
+        if verdict is not None:
+            conds.append(inspections.c.verdict == verdict)
+        if since is not None:
+            conds.append(inspections.c.created_at >= since)
+        if until is not None:
+            conds.append(inspections.c.created_at < until)
+        query = (
+            select(*SUMMARY_COLUMNS)
+            .where(*conds)
+            .order_by(inspections.c.created_at.desc(), inspections.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            total = conn.execute(select(func.count()).select_from(inspections).where(*conds)).scalar_one()
+        return rows, int(total)
+
+    def missing(self, ids: Iterable[str]) -> list[str]:
+        """The ids of ``ids`` that have no row."""
+        wanted = list(dict.fromkeys(ids))
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                found.update(conn.execute(select(inspections.c.id).where(inspections.c.id.in_(chunk))).scalars())
+        return [i for i in wanted if i not in found]
+
+    def ping(self) -> None:
+        """Raise if the database cannot be queried."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()

@@ -1,0 +1,301 @@
+"""What the HTTP layer calls: decode uploads safely, inspect in a bounded worker pool, record the result.
+
+The endpoints in :mod:`pcbsiam.serve.app` stay thin; everything that can fail on user input raises
+:class:`ServiceError`, which carries the HTTP status and one sentence for the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import math
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pcbsiam.bundle import load_bundle
+from pcbsiam.data.images import to_gray
+from pcbsiam.errors import PcbsiamError, RegistrationError
+from pcbsiam.inference import Inspection, Inspector, TileResult
+from pcbsiam.serve.db import InspectionStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Image formats the service decodes; anything else is refused before Pillow looks further.
+FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+
+
+class ServiceError(Exception):
+    """A request the service refuses.
+
+    Args:
+        status: HTTP status code.
+        detail: one sentence for the client.
+        headers: extra response headers (``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+@dataclass
+class Upload:
+    """An uploaded file: its form field, client file name and bytes."""
+
+    field: str
+    filename: str | None
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def decode_image(upload: Upload, max_pixels: int) -> np.ndarray:
+    """Decode an uploaded image to greyscale after checking its pixel count from the header.
+
+    Returns:
+        (H, W) uint8.
+
+    Raises:
+        ServiceError: 413 when the header announces more than ``max_pixels`` pixels, 422 when the
+            bytes are empty, not an image of a supported format, or truncated.
+    """
+    field = upload.field
+    if not upload.data:
+        raise ServiceError(422, f"form field {field!r} is an empty file; upload a PNG, JPEG, BMP, TIFF or WebP image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(upload.data), formats=FORMATS) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ServiceError(
+                        413,
+                        f"form field {field!r} is an image of {width}x{height} px = {width * height} pixels, "
+                        f"more than the {max_pixels} this service accepts",
+                    )
+                img.load()
+                return to_gray(img)
+    except ServiceError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ServiceError(413, f"form field {field!r} is refused as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ServiceError(
+            422, f"form field {field!r} is not an image in a supported format ({', '.join(FORMATS)})"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise ServiceError(
+            422, f"form field {field!r} cannot be decoded as an image ({exc}); is the file truncated?"
+        ) from exc
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG bytes of a (H, W) uint8 image."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, or of a run folder's ``checkpoints/best.pt`` (what :func:`load_bundle` reads)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def inspection_of(row: dict[str, Any]) -> Inspection:
+    """Rebuild an :class:`Inspection` from a stored row (for drawing its overlay)."""
+    tiles = [TileResult(**t) for t in row["tiles"]]
+    shift = {"dy": row["shift_dy"], "dx": row["shift_dx"], "score": row["shift_score"]}
+    return Inspection(row["defective"], row["threshold"], shift, tiles, (row["height"], row["width"]), row["seconds"])
+
+
+class InspectionService:
+    """A loaded bundle, a bounded pool of inspection threads and the record store.
+
+    Args:
+        bundle_path: calibrated bundle file.
+        store: where inspections are recorded.
+        max_pixels: largest image accepted, in pixels, checked from the header before decoding.
+        max_concurrency: inspections run at once (worker threads).
+        max_queue: inspections allowed to wait for a worker; beyond that requests get 503.
+        overlap, max_shift, batch_size, device: passed to :class:`~pcbsiam.inference.Inspector`.
+        store_images: keep the tested image (lossless PNG) in the row so that its overlay can be drawn later.
+    """
+
+    def __init__(
+        self,
+        bundle_path: str | Path,
+        store: InspectionStore,
+        max_pixels: int = 25_000_000,
+        max_concurrency: int = 2,
+        max_queue: int = 16,
+        overlap: float = 0.0,
+        max_shift: int = 16,
+        batch_size: int = 32,
+        device: str = "cpu",
+        store_images: bool = True,
+    ) -> None:
+        if max_concurrency < 1 or max_queue < 0:
+            raise PcbsiamError(f"max_concurrency must be >= 1 and max_queue >= 0, got {max_concurrency}, {max_queue}")
+        self.bundle = load_bundle(bundle_path, device)
+        self.model_id = file_sha256(bundle_path)
+        self._inspector_args = {"device": device, "overlap": overlap, "max_shift": max_shift, "batch_size": batch_size}
+        Inspector(self.bundle, **self._inspector_args)  # fails now, with a sentence, on an uncalibrated model
+        self.store = store
+        self.max_pixels = max_pixels
+        self.store_images = store_images
+        self.capacity = max_concurrency + max_queue
+        self.max_concurrency = max_concurrency
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="pcbsiam-inspect")
+
+    @property
+    def boards(self) -> dict[str, tuple[int, int]]:
+        """Registered board names and their (height, width)."""
+        return {name: (int(img.shape[0]), int(img.shape[1])) for name, img in sorted(self.bundle.boards.items())}
+
+    @property
+    def pending(self) -> int:
+        """Jobs running or waiting for a worker."""
+        return self._pending
+
+    def _inspector(self) -> Inspector:
+        # One inspector (and reference cache) per worker thread; the network itself is shared read-only.
+        inspector = getattr(self._local, "inspector", None)
+        if inspector is None:
+            inspector = self._local.inspector = Inspector(self.bundle, **self._inspector_args)
+        return inspector
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a CPU-heavy job on the worker pool; 503 when ``max_concurrency + max_queue`` jobs are pending."""
+        with self._lock:
+            if self._pending >= self.capacity:
+                raise ServiceError(
+                    503,
+                    f"the service is busy: {self._pending} jobs are running or queued (limit {self.capacity}); "
+                    "retry shortly",
+                    {"Retry-After": "2"},
+                )
+            self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def check_board(self, board: str) -> None:
+        """Raise a 422 with the known names if ``board`` is not registered."""
+        if board not in self.bundle.boards:
+            known = ", ".join(sorted(self.bundle.boards)) or "none"
+            raise ServiceError(422, f"unknown board {board!r}; registered boards: {known}")
+
+    def inspect(self, tested: Upload, template: Upload | None, board: str | None) -> dict[str, Any]:
+        """Decode, inspect and record one board (runs on a worker thread); returns the stored row.
+
+        Raises:
+            ServiceError: bad image (413/422), sizes that cannot be registered (422), unknown board (422).
+        """
+        t0 = time.perf_counter()
+        image = decode_image(tested, self.max_pixels)
+        if template is not None:
+            reference: np.ndarray | str = decode_image(template, self.max_pixels)
+        elif board is not None:
+            self.check_board(board)
+            reference = board
+        else:
+            raise ServiceError(422, "give either a 'template' file or a registered 'board' name")
+        try:
+            result = self._inspector().inspect(image, reference)
+        except RegistrationError as exc:
+            raise ServiceError(422, str(exc)) from exc
+        except PcbsiamError as exc:
+            raise ServiceError(422, str(exc)) from exc
+        png = encode_png(image) if self.store_images else None
+        row = {
+            "id": str(uuid.uuid4()),
+            "created_at": datetime.now(UTC),
+            "verdict": "defective" if result.defective else "pass",
+            "defective": bool(result.defective),
+            "max_distance": float(result.max_distance),
+            "threshold": float(result.threshold),
+            "shift_dy": int(result.shift["dy"]),
+            "shift_dx": int(result.shift["dx"]),
+            "shift_score": _finite(result.shift["score"]),
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "tile_count": len(result.tiles),
+            "defective_tiles": sum(t.defective for t in result.tiles),
+            "tiles": [
+                {"y": t.y, "x": t.x, "h": t.h, "w": t.w, "distance": float(t.distance), "defective": t.defective}
+                for t in result.tiles
+            ],
+            "tested_sha256": tested.sha256,
+            "reference_sha256": template.sha256 if template is not None else None,
+            "board": board if template is None else None,
+            "tested_filename": _name(tested.filename),
+            "reference_filename": _name(template.filename) if template is not None else None,
+            "model_id": self.model_id,
+            "seconds": round(time.perf_counter() - t0, 6),
+        }
+        self.store.add({**row, "tested_png": png})
+        return {**row, "has_image": png is not None}
+
+    def overlay(self, inspection_id: str) -> bytes:
+        """PNG of the stored tested image with the stored tile distances drawn on it (runs on a worker thread).
+
+        Raises:
+            ServiceError: 404 for an unknown id or an inspection recorded without its image.
+        """
+        from pcbsiam.viz import render_overlay
+
+        found, row, png = self.store.image(inspection_id)
+        if not found:
+            raise ServiceError(404, f"no inspection with id {inspection_id!r}")
+        if png is None:
+            raise ServiceError(404, f"inspection {inspection_id} was recorded without its image, so it has no overlay")
+        with Image.open(io.BytesIO(png)) as img:
+            image = to_gray(img)
+        return render_overlay(image, inspection_of(row))
+
+    def close(self) -> None:
+        """Stop the worker threads (waiting for running jobs) and release the database."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+
+
+def _finite(value: float) -> float:
+    # a registration score is a correlation: NaN when an image is constant, which means no evidence
+    value = float(value)
+    return value if math.isfinite(value) else 0.0
+
+
+def _name(filename: str | None) -> str | None:
+    return None if not filename else filename[-255:]

@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pcbsiam.bundle import load_bundle
+from pcbsiam.data.synth import generate_pair
+from pcbsiam.errors import PcbsiamError, RegistrationError
+from pcbsiam.inference import Inspector, tile_grid
+from pcbsiam.viz import render_overlay
+from tests.conftest import board, make_tiny_bundle
+
+
+def pixel_embedding(x: torch.Tensor) -> torch.Tensor:
+    """A stand-in network: the normalised pixels themselves, so distance grows with pixel change."""
+    return F.normalize(x.flatten(1), dim=1)
+
+
+def test_tile_grid_covers_the_image_flush() -> None:
+    tiles = tile_grid(300, 200, 128)
+    assert {tuple(t[:2]) for t in tiles} == {(0, 0), (0, 72), (128, 0), (128, 72), (172, 0), (172, 72)}
+    assert len(tile_grid(256, 256, 128, overlap=0.5)) == 9
+    with pytest.raises(PcbsiamError, match="smaller than one"):
+        tile_grid(100, 300, 128)
+
+
+def test_flagged_tiles_cover_the_injected_defects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pair = generate_pair(np.random.default_rng(5), size=384)
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "b.bundle", patch=64, input_size=64))
+    monkeypatch.setattr(bundle.model, "embed", pixel_embedding)
+    inspector = Inspector(bundle, overlap=0.0)
+    clean = inspector.inspect(pair.tested_clean if pair.tested_clean is not None else pair.tested, pair.template)
+    assert (clean.shift["dy"], clean.shift["dx"]) == pair.shift
+    clean_free = [t.distance for t in clean.tiles if not _hits(t, pair.boxes)]
+    bundle.model.threshold.fill_(max(clean_free) + 1e-6)  # every defect-free tile passes
+    result = inspector.inspect(pair.tested_clean, pair.template)
+    for x1, y1, x2, y2, _ in pair.boxes.tolist():
+        assert any(t.defective and _overlap(t, (x1, y1, x2, y2)) for t in result.tiles), (x1, y1, x2, y2)
+    assert result.defective
+    png = render_overlay(pair.tested, result)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _overlap(t, box) -> bool:  # noqa: ANN001
+    x1, y1, x2, y2 = box
+    return t.x < x2 and x1 < t.x + t.w and t.y < y2 and y1 < t.y + t.h
+
+
+def _hits(t, boxes) -> bool:  # noqa: ANN001
+    return any(_overlap(t, b[:4]) for b in boxes.tolist())
+
+
+def test_bad_pairs_are_refused_with_sentences(tiny_bundle: Path) -> None:
+    inspector = Inspector(load_bundle(tiny_bundle))
+    with pytest.raises(RegistrationError, match="same size"):
+        inspector.inspect(board(1, 192), board(1, 160))
+    with pytest.raises(PcbsiamError, match="unknown board 'nope'.*demo"):
+        inspector.inspect(board(1, 192), "nope")
+    far = np.roll(board(1, 192), 40, axis=1)
+    with pytest.raises(RegistrationError):
+        Inspector(load_bundle(tiny_bundle), max_shift=8).inspect(far, board(1, 192))
+
+
+def test_registered_board_embeddings_are_computed_once(tiny_bundle: Path) -> None:
+    inspector = Inspector(load_bundle(tiny_bundle))
+    calls = []
+    real = inspector.embed_tiles
+    inspector.embed_tiles = lambda img, tiles: calls.append(1) or real(img, tiles)  # type: ignore[method-assign]
+    for _ in range(3):
+        inspector.inspect(board(1, 192), "demo")
+    assert len(calls) == 3 + 1  # three tested images, one reference
+
+
+def test_uncalibrated_model_is_refused(tmp_path: Path) -> None:
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "u.bundle", threshold=float("nan")))
+    with pytest.raises(PcbsiamError, match="calibrate"):
+        Inspector(bundle)
