@@ -97,7 +97,7 @@ def test_calibrate_evaluate_inspect_chain(
     assert code == 0
     summary = json.loads((tmp_path / "batch" / "summary.json").read_text())
     assert summary["boards"] == 24 and 0 <= summary["defects_flagged_share"] <= 1
-    rows = list(csv.DictReader(open(tmp_path / "batch" / "verdicts.csv")))
+    rows = list(csv.DictReader((tmp_path / "batch" / "verdicts.csv").read_text().splitlines()))
     assert len(rows) == 24 and {"name", "verdict", "max_distance", "dy", "dx"} <= set(rows[0])
 
 
