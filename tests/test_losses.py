@@ -56,3 +56,13 @@ def test_combined_weights_and_ce_on_anchors() -> None:
     assert torch.allclose(parts.total, 0.5 * plain_triplet(emb, labels, 0.1) + 2.0 * ce, atol=1e-6)
     only_ce = SiameseLoss("ce")(emb, logits, labels, groups)
     assert torch.allclose(only_ce.total, ce) and float(only_ce.triplet) == 0.0
+
+
+def test_pair_loss_is_binary_cross_entropy() -> None:
+    from pcbsiam.losses import PairLoss
+
+    logits, labels = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1, 0, 0])
+    parts = PairLoss(pos_weight=2.0)(logits, labels)
+    manual = -(2.0 * torch.log(torch.sigmoid(torch.tensor(2.0))) + torch.log(1 - torch.sigmoid(torch.tensor(-1.0)))
+               + torch.log(1 - torch.sigmoid(torch.tensor(0.5)))) / 3
+    assert torch.allclose(parts.total, manual, atol=1e-6)

@@ -107,11 +107,11 @@ def untrained_bundle(network: str | Config, preset: str = "cpu-small", threshold
         network: a backbone name (then the ``preset`` config with ``model.backbone`` set) or a Config.
     """
     from pcbsiam.config import load_config
-    from pcbsiam.models import SiameseFusionNet
+    from pcbsiam.models import create_model
 
     cfg = load_config(preset, [f"model.backbone={network}"]) if isinstance(network, str) else network
     torch.manual_seed(0)
-    model = SiameseFusionNet(cfg.model).eval()
+    model = create_model(cfg.model).eval()
     model.threshold.fill_(threshold)
     return Bundle(model, cfg, ["untrained"], calibration={"note": "untrained network for speed benchmarks"})
 

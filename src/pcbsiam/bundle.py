@@ -17,7 +17,7 @@ from pcbsiam import __version__
 from pcbsiam.config import Config, from_dict
 from pcbsiam.errors import PcbsiamError
 from pcbsiam.io import atomic_path
-from pcbsiam.models import SiameseFusionNet
+from pcbsiam.models import SiameseFusionNet, create_model
 
 BUNDLE_FORMAT = "pcbsiam-bundle"
 BUNDLE_VERSION = 1
@@ -94,7 +94,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             "re-run `pcbsiam calibrate` with this version"
         )
     cfg = from_dict(data["config"])
-    model = SiameseFusionNet(cfg.model)
+    model = create_model(cfg.model)
     model.load_state_dict(data["model"])
     boards = {k: v.cpu().numpy() for k, v in data.get("boards", {}).items()}
     return Bundle(model.to(device).eval(), cfg, list(data["groups"]), data["policy"], data["calibration"], boards)

@@ -159,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from pcbsiam import cli_deploy, cli_eval
+    from pcbsiam import cli_deploy, cli_eval, cli_serve
 
-    return [cli_eval.register, cli_deploy.register]
+    return [cli_eval.register, cli_deploy.register, cli_serve.register]
 
 
 _EXTRA = _extra_commands()

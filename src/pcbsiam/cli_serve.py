@@ -50,6 +50,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     """Run a bounded load test and print its report as JSON (a summary goes to stderr)."""
     from pcbsiam.serve.loadtest import run_loadtest
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
     report = run_loadtest(
         args.url,
         args.tested,

@@ -28,6 +28,7 @@ class DataConfig:
     holdout_groups: list[str] = field(default_factory=list)
     cache_dir: str | None = None
     workers: int = 0
+    register: bool = False
 
 
 @dataclass
@@ -39,6 +40,9 @@ class TrainConfig:
     triplet_weight: float = 1.0
     ce_weight: float = 1.0
     triplets: int = 15000
+    pairs: int = 4800
+    ref_shift: int = 0
+    pos_weight: float = 1.0
     epochs: int = 10
     batch_size: int = 16
     optimizer: str = "adam"
@@ -96,6 +100,8 @@ def from_dict(d: dict[str, Any]) -> Config:
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError on values that cannot work."""
+    if cfg.model.mode not in ("paper", "diff"):
+        raise ConfigError(f"model.mode must be 'paper' or 'diff', got {cfg.model.mode!r}")
     if cfg.train.loss not in LOSSES:
         raise ConfigError(f"train.loss must be one of {LOSSES}, got {cfg.train.loss!r}")
     for name in ("triplets", "epochs", "batch_size"):

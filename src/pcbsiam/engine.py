@@ -14,8 +14,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pcbsiam.losses import SiameseLoss
-
 log = logging.getLogger(__name__)
 
 
@@ -54,10 +52,10 @@ def evaluate(
     amp: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> PairScores:
-    """Distance of every tested patch to its reference.
+    """Score of every tested patch against its reference (paper mode: the L2 distance).
 
     Args:
-        model: a SiameseFusionNet (or a DDP wrapper of one).
+        model: a network with ``score_pairs`` (or a DDP wrapper of one).
         loader: yields (tested (B,1,S,S), reference (B,1,S,S), label (B,), group (B,)).
         device: where to compute.
         amp: bfloat16 autocast on CUDA.
@@ -69,21 +67,17 @@ def evaluate(
     dists, labels, groups = [], [], []
     for tested, reference, label, group in loader:
         with autocast(device, amp):
-            x = torch.cat([tested, reference]).to(device, non_blocking=True)
-            emb = net.embed(x).float()
-        a, b = emb.chunk(2)
-        dists.append(net.distance(a, b).cpu().double().numpy())
+            scores = net.score_pairs(tested.to(device, non_blocking=True), reference.to(device, non_blocking=True))
+        dists.append(scores.float().cpu().double().numpy())
         labels.append(np.asarray(label))
         groups.append(np.asarray(group))
         if progress is not None:
             progress(len(label))
     net.train(was_training)
+    if not dists:
+        return PairScores(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
     cat = np.concatenate
-    return PairScores(
-        cat(dists) if dists else np.zeros(0),
-        cat(labels).astype(np.int64) if labels else np.zeros(0, np.int64),
-        cat(groups).astype(np.int64) if groups else np.zeros(0, np.int64),
-    )
+    return PairScores(cat(dists), cat(labels).astype(np.int64), cat(groups).astype(np.int64))
 
 
 @dataclass
@@ -99,35 +93,26 @@ class StepStats:
 
 def train_step(
     model: nn.Module,
-    criterion: SiameseLoss,
+    criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    batch: tuple,
     device: torch.device,
     amp: bool = True,
 ) -> StepStats:
-    """One step on a batch of triplets.
-
-    Args:
-        batch: images (B, 3, 1, S, S), labels (B, 3), groups (B, 3).
-    """
+    """One optimisation step; ``criterion.batch_loss(model, batch, device)`` knows the batch layout
+    (triplets for the paper's mode, pairs for the reference-aware mode)."""
     t0 = time.perf_counter()
-    images, labels, groups = batch
-    b = images.shape[0]
-    x = images.flatten(0, 1).to(device, non_blocking=True)
-    labels = labels.to(device)
-    groups = groups.to(device)
     with autocast(device, amp):
-        out = model(x)
-    parts = criterion(out.embedding.float(), out.logits.float(), labels, groups)
+        parts, n = criterion.batch_loss(model, batch, device)
     optimizer.zero_grad(set_to_none=True)
     parts.total.backward()
     optimizer.step()
-    return StepStats(parts.total.item(), parts.triplet.item(), parts.ce.item(), b, time.perf_counter() - t0)
+    return StepStats(parts.total.item(), parts.triplet.item(), parts.ce.item(), n, time.perf_counter() - t0)
 
 
 def train_one_epoch(
     model: nn.Module,
-    criterion: SiameseLoss,
+    criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     loader: DataLoader,

@@ -21,7 +21,7 @@ from pcbsiam.calibration import Calibration, choose_threshold
 from pcbsiam.data.protocol import PatchIndex
 from pcbsiam.data.sampler import split_by_image
 from pcbsiam.data.sources import patches_of, read_boards
-from pcbsiam.data.store import BoardStore, load_store
+from pcbsiam.data.store import BoardStore, load_store, register_store
 from pcbsiam.engine import evaluate
 from pcbsiam.errors import DataError, PcbsiamError
 from pcbsiam.metrics import binary_metrics, grouped_metrics, recall_by_type
@@ -41,15 +41,26 @@ class PatchSet:
     subset: str
 
 
-def load_subset(root: str | Path, split: str, subset: str, val_items: list[str] | None, patch: int,
-                stride: int | None = None, cache_dir: str | None = None, max_patches: int | None = None,
-                seed: int = 0) -> PatchSet:
+def load_subset(
+    root: str | Path,
+    split: str,
+    subset: str,
+    val_items: list[str] | None,
+    patch: int,
+    stride: int | None = None,
+    cache_dir: str | None = None,
+    max_patches: int | None = None,
+    seed: int = 0,
+    register: bool = False,
+) -> PatchSet:
     """Read a data set and keep one subset of its items.
 
     Args:
         subset: ``train`` (items not in ``val_items``), ``val`` (items in it) or ``all``. Without
             ``val_items`` the default whole-image split (10 %, seed 0, as in training) defines them.
         max_patches: keep at most this many patches (drawn once with ``seed``).
+        register: estimate each board's shift so that reference crops follow it (models trained
+            with ``data.register``).
 
     Raises:
         DataError: the subset holds no item or no patch.
@@ -67,6 +78,8 @@ def load_subset(root: str | Path, split: str, subset: str, val_items: list[str] 
         store = store.subset(keep)
     if len(store) == 0:
         raise DataError(Path(root), f"the {subset!r} subset of {split} holds no readable item")
+    if register:
+        register_store(store)
     index = subsample(patches_of(store, patch, stride), max_patches, seed)
     if len(index) == 0:
         raise DataError(Path(root), f"the {subset!r} subset of {split} gives no patch of {patch} px")
@@ -122,9 +135,17 @@ def report(scores: np.ndarray, index: PatchIndex, threshold: float) -> dict:
 
 def format_table(rows: dict[str, dict]) -> str:
     """A plain-text table of the headline metrics of one or more methods (columns)."""
-    keys = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("precision", "precision"),
-            ("recall", "recall (defective)"), ("f1", "F1"), ("false_alarm_rate", "false-alarm rate"),
-            ("auroc", "AUROC"), ("threshold", "threshold"), ("n", "patches")]
+    keys = [
+        ("accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced accuracy"),
+        ("precision", "precision"),
+        ("recall", "recall (defective)"),
+        ("f1", "F1"),
+        ("false_alarm_rate", "false-alarm rate"),
+        ("auroc", "AUROC"),
+        ("threshold", "threshold"),
+        ("n", "patches"),
+    ]
     names = list(rows)
     width = max(12, *(len(n) for n in names))
     lines = ["metric".ljust(20) + "".join(n.rjust(width + 2) for n in names)]
@@ -157,9 +178,17 @@ def resolve_subset(subset: str, val_items: list[str] | None, default: str) -> st
     return default if val_items is not None else "all"
 
 
-def calibrate_model(model: str | Path, root: str | Path, split: str = "trainval.txt", policy: str = "accuracy",
-                    subset: str = "auto", max_patches: int | None = None, cache_dir: str | None = None,
-                    device: str = "cpu", boards: dict[str, np.ndarray] | None = None) -> Bundle:
+def calibrate_model(
+    model: str | Path,
+    root: str | Path,
+    split: str = "trainval.txt",
+    policy: str = "accuracy",
+    subset: str = "auto",
+    max_patches: int | None = None,
+    cache_dir: str | None = None,
+    device: str = "cpu",
+    boards: dict[str, np.ndarray] | None = None,
+) -> Bundle:
     """Choose the threshold of a run (or bundle) on training patches and return the calibrated bundle.
 
     By default the items are the run's training items (the paper's rule: sweep the training
@@ -172,15 +201,32 @@ def calibrate_model(model: str | Path, root: str | Path, split: str = "trainval.
     bundle = load_bundle(model, device)
     val_items = run_val_items(model) or bundle.calibration.get("val_items")
     subset = resolve_subset(subset, val_items, "train")
-    data = load_subset(root, split, subset, val_items, bundle.cfg.data.patch, cache_dir=cache_dir,
-                       max_patches=max_patches)
+    data = load_subset(
+        root,
+        split,
+        subset,
+        val_items,
+        bundle.cfg.data.patch,
+        cache_dir=cache_dir,
+        max_patches=max_patches,
+        register=bundle.cfg.data.register,
+    )
     scores = model_scorer(bundle, device)(data.store, data.index)
     cal = calibrate_scores(scores, data.index.labels, policy)
     bundle.model.threshold.fill_(cal.threshold)
     bundle.policy = policy
-    bundle.calibration = {"policy": policy, "threshold": cal.threshold, "value": cal.value, "warning": cal.warning,
-                          "data": str(root), "split": str(split), "subset": subset, "patches": len(data.index),
-                          "defective": int(data.index.labels.sum()), "val_items": val_items}
+    bundle.calibration = {
+        "policy": policy,
+        "threshold": cal.threshold,
+        "value": cal.value,
+        "warning": cal.warning,
+        "data": str(root),
+        "split": str(split),
+        "subset": subset,
+        "patches": len(data.index),
+        "defective": int(data.index.labels.sum()),
+        "val_items": val_items,
+    }
     if is_paper_layout(root):
         for pair in read_paper_layout(root).pairs:
             bundle.boards.setdefault(pair.group, load_gray(pair.template))
@@ -188,9 +234,16 @@ def calibrate_model(model: str | Path, root: str | Path, split: str = "trainval.
     return bundle
 
 
-def evaluate_models(models: list[str | Path], root: str | Path, split: str = "trainval.txt", subset: str = "auto",
-                    max_patches: int | None = None, baseline: bool = False, cache_dir: str | None = None,
-                    device: str = "cpu") -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray, float]]]:
+def evaluate_models(
+    models: list[str | Path],
+    root: str | Path,
+    split: str = "trainval.txt",
+    subset: str = "auto",
+    max_patches: int | None = None,
+    baseline: bool = False,
+    cache_dir: str | None = None,
+    device: str = "cpu",
+) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray, float]]]:
     """Evaluate calibrated bundles (and optionally the classical method) on the same patches.
 
     Returns:
@@ -208,8 +261,16 @@ def evaluate_models(models: list[str | Path], root: str | Path, split: str = "tr
             raise PcbsiamError(f"{path} has no threshold: run `pcbsiam calibrate --model {path}` first")
         val_items = bundle.calibration.get("val_items") or run_val_items(path)
         sub = resolve_subset(subset, val_items, "val")
-        data = load_subset(root, split, sub, val_items, bundle.cfg.data.patch, cache_dir=cache_dir,
-                           max_patches=max_patches)
+        data = load_subset(
+            root,
+            split,
+            sub,
+            val_items,
+            bundle.cfg.data.patch,
+            cache_dir=cache_dir,
+            max_patches=max_patches,
+            register=bundle.cfg.data.register,
+        )
         scores = model_scorer(bundle, device)(data.store, data.index)
         name = Path(path).name if Path(path).is_dir() else Path(path).stem
         name = name if name not in reports else f"{name}_{len(reports)}"
@@ -223,8 +284,10 @@ def evaluate_models(models: list[str | Path], root: str | Path, split: str = "tr
         scorer = classical_scorer()
         cal = calibrate_scores(scorer(train.store, train.index), train.index.labels, "accuracy")
         s = scorer(data.store, data.index)
-        reports["classical"] = report(s, data.index, cal.threshold) | {"subset": data.subset,
-                                                                       "calibrated_on": calib_subset}
+        reports["classical"] = report(s, data.index, cal.threshold) | {
+            "subset": data.subset,
+            "calibrated_on": calib_subset,
+        }
         curves["classical"] = (s, data.index.labels, cal.threshold)
     result: dict = {"models": reports}
     learned = [r for n, r in reports.items() if n != "classical"]

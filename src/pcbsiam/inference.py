@@ -113,16 +113,21 @@ class Inspector:
         self.cache_size = cache_size
 
     @torch.inference_mode()
-    def embed_tiles(self, image: np.ndarray, tiles: np.ndarray) -> torch.Tensor:
-        """(M, D) embeddings of the tiles of a (H, W) uint8 image."""
+    def embed_tiles(self, image: np.ndarray, tiles: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
+        """Encodings of the tiles of a (H, W) uint8 image: (M, D) embeddings in the paper's mode,
+        per-stage (M, C_s, H_s, W_s) feature maps in the reference-aware mode."""
         out = []
         for i in range(0, len(tiles), self.batch_size):
             batch = [crop(image, *map(int, t)) for t in tiles[i : i + self.batch_size]]
             with autocast(self.device):
-                out.append(self.model.embed(to_tensor(batch, self.size).to(self.device)).float())
-        return torch.cat(out) if out else torch.zeros(0, self.model.cfg.embedding_dim)
+                out.append(self.model.encode(to_tensor(batch, self.size).to(self.device)))
+        if isinstance(out[0], torch.Tensor):
+            return torch.cat(out).float()
+        return [torch.cat(stage).float() for stage in zip(*out, strict=True)]
 
-    def reference_embeddings(self, key: object, reference: np.ndarray, tiles: np.ndarray) -> torch.Tensor:
+    def reference_embeddings(
+        self, key: object, reference: np.ndarray, tiles: np.ndarray
+    ) -> torch.Tensor | list[torch.Tensor]:
         """Embeddings of a reference's tiles, cached under ``key`` (e.g. board name and shift)."""
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
@@ -143,6 +148,7 @@ class Inspector:
             )
         return estimate_shift(tested, reference, max_shift=self.max_shift)
 
+    @torch.inference_mode()
     def inspect(self, tested: np.ndarray, reference: np.ndarray | str, register: bool = True) -> Inspection:
         """Verdict on a (H, W) uint8 tested board against a reference image or a registered board name.
 
@@ -162,7 +168,7 @@ class Inspector:
         aligned = shift_image(reference, shift.dy, shift.dx, fill=int(np.median(reference)))
         tiles = tile_grid(*tested.shape, self.tile, self.overlap)
         ref_emb = self.reference_embeddings(None if name is None else (name, shift.dy, shift.dx), aligned, tiles)
-        dist = self.model.distance(self.embed_tiles(tested, tiles), ref_emb).cpu().numpy()
+        dist = self.model.compare(self.embed_tiles(tested, tiles), ref_emb).float().cpu().numpy()
         thr = self.bundle.threshold
         results = [TileResult(int(y), int(x), int(h), int(w), float(d), bool(d > thr))
                    for (y, x, h, w), d in zip(tiles.tolist(), dist, strict=True)]

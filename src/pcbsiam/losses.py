@@ -80,3 +80,37 @@ class SiameseLoss(nn.Module):
             ce = F.cross_entropy(logits[anchors].float(), groups[:, 0])
         total = self.triplet_weight * trip + self.ce_weight * ce
         return LossParts(total, trip.detach(), ce.detach())
+
+    def batch_loss(self, model: nn.Module, batch: tuple, device: torch.device) -> tuple[LossParts, int]:
+        """Loss of a batch of triplets: images (B, 3, 1, S, S), labels (B, 3), groups (B, 3).
+
+        Returns:
+            (loss parts, number of triplets).
+        """
+        images, labels, groups = batch
+        out = model(images.flatten(0, 1).to(device, non_blocking=True))
+        return self(out.embedding.float(), out.logits.float(), labels.to(device), groups.to(device)), images.shape[0]
+
+
+class PairLoss(nn.Module):
+    """Binary cross-entropy on (tested, reference) pairs for the reference-aware mode.
+
+    Args:
+        pos_weight: weight of the defective class (1: none).
+    """
+
+    def __init__(self, pos_weight: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossParts:
+        """Args: logits (B,), labels (B,) in {0, 1}."""
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=self.pos_weight)
+        zero = loss.new_zeros(())
+        return LossParts(loss, zero, loss.detach())
+
+    def batch_loss(self, model: nn.Module, batch: tuple, device: torch.device) -> tuple[LossParts, int]:
+        """Loss of a batch of pairs: tested (B, 1, S, S), reference (B, 1, S, S), labels (B,)."""
+        tested, reference, labels = batch[:3]
+        logits = model(tested.to(device, non_blocking=True), reference.to(device, non_blocking=True))
+        return self(logits, labels.to(device)), tested.shape[0]

@@ -33,8 +33,8 @@ from pcbsiam.config import Config, dump_config
 from pcbsiam.data.protocol import PatchIndex
 from pcbsiam.data.sampler import sample_triplets, split_by_group, split_by_image
 from pcbsiam.data.sources import patches_of, read_boards
-from pcbsiam.data.store import BoardStore, load_store
-from pcbsiam.data.torchdata import PairDataset, TripletDataset
+from pcbsiam.data.store import BoardStore, load_store, register_store
+from pcbsiam.data.torchdata import PairDataset, PairTrainDataset, TripletDataset, sample_pairs
 from pcbsiam.distributed import DistInfo, barrier, cleanup, init_distributed
 from pcbsiam.engine import (
     PairScores,
@@ -47,9 +47,9 @@ from pcbsiam.engine import (
 )
 from pcbsiam.errors import ConfigError
 from pcbsiam.io import write_json, write_text
-from pcbsiam.losses import SiameseLoss
+from pcbsiam.losses import PairLoss, SiameseLoss
 from pcbsiam.metrics import binary_metrics
-from pcbsiam.models import SiameseFusionNet, build_model
+from pcbsiam.models import SiameseFusionNet, build_model, create_model
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ def prepare_data(cfg: Config) -> SplitData:
     store = load_store(boards, cache_dir=cfg.data.cache_dir)
     for err in store.skipped:
         log.warning("skipped %s", err)
+    if cfg.data.register:
+        register_store(store)
     if len(store) == 0:
         raise ConfigError(f"no readable items in {cfg.data.root} ({len(store.skipped)} skipped)")
     if cfg.data.holdout_groups:
@@ -146,6 +148,33 @@ class RunFolder:
         write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+def training_set(cfg: Config, data: SplitData) -> tuple[torch.utils.data.Dataset, torch.nn.Module]:
+    """The training items and loss of ``cfg.model.mode``.
+
+    ``paper``: the sampler's triplets with triplet + cross-entropy loss. ``diff``: balanced
+    (tested, reference) pairs with binary cross-entropy, references moved by up to
+    ``train.ref_shift`` px.
+    """
+    t = cfg.train
+    if cfg.model.mode == "diff":
+        items = sample_pairs(data.train_index.labels, t.pairs, t.seed)
+        ds = PairTrainDataset(
+            data.train_store,
+            data.train_index,
+            items,
+            cfg.model.input_size,
+            augment=t.augment,
+            ref_shift=t.ref_shift,
+            seed=t.seed,
+        )
+        return ds, PairLoss(t.pos_weight)
+    triplets = sample_triplets(data.train_index.labels, data.train_index.group_ids, t.triplets, t.seed)
+    ds = TripletDataset(
+        data.train_store, data.train_index, triplets, cfg.model.input_size, augment=t.augment, seed=t.seed
+    )
+    return ds, SiameseLoss(t.loss, t.margin, t.triplet_weight, t.ce_weight)
+
+
 def validate_epoch(model: torch.nn.Module, data: SplitData, cfg: Config, device: torch.device) -> dict:
     """Calibrate the paper's threshold on training patches, then score the validation patches at it."""
     size = cfg.model.input_size
@@ -203,17 +232,9 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
                 "val_patches": data.val_index.stats(),
             },
         )
-    triplets = sample_triplets(data.train_index.labels, data.train_index.group_ids, cfg.train.triplets, cfg.train.seed)
-    dataset = TripletDataset(
-        data.train_store,
-        data.train_index,
-        triplets,
-        cfg.model.input_size,
-        augment=cfg.train.augment,
-        seed=cfg.train.seed,
-    )
+    dataset, criterion = training_set(cfg, data)
     model: torch.nn.Module = build_model(cfg.model).to(dist.device)
-    criterion = SiameseLoss(cfg.train.loss, cfg.train.margin, cfg.train.triplet_weight, cfg.train.ce_weight)
+    criterion = criterion.to(dist.device)
     optimizer = make_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     steps_per_epoch = len(epoch_order(len(dataset), 0, cfg.train.seed, cfg.train.batch_size, dist))
     total_steps = steps_per_epoch * cfg.train.epochs
@@ -232,7 +253,9 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
         log.info("resuming %s at epoch %d step %d", run.path, epoch, start_step)
     if dist.world > 1:
         ddp_ids = [dist.device.index] if dist.device.type == "cuda" else None
-        model = DistributedDataParallel(model, device_ids=ddp_ids, find_unused_parameters=criterion.use_ce is False)
+        model = DistributedDataParallel(
+            model, device_ids=ddp_ids, find_unused_parameters=getattr(criterion, "use_ce", True) is False
+        )
 
     def checkpoint(path: Path, ep: int, step: int) -> None:
         if dist.is_main:
@@ -359,7 +382,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 
 def build_model_no_weights(cfg: Config) -> SiameseFusionNet:
     """The network of ``cfg`` without loading ImageNet weights (a checkpoint supplies them)."""
-    return SiameseFusionNet(cfg.model)
+    return create_model(cfg.model)
 
 
 def scores_of(

@@ -14,15 +14,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from pcbsiam.serve.app import create_app
-from pcbsiam.serve.middleware import Guard
-from tests.conftest import board
-from tests.serve.conftest import bad_board, good_board, png_bytes
+for _module in ("fastapi", "multipart", "sqlalchemy"):
+    pytest.importorskip(_module, reason="the serve extra is not installed: pip install -e '.[serve]'")
 
-pytest.importorskip("multipart", reason="the serve extra (python-multipart) is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from pcbsiam.serve.app import create_app  # noqa: E402
+from pcbsiam.serve.middleware import Guard  # noqa: E402
+from tests.conftest import board  # noqa: E402
+from tests.serve.conftest import bad_board, good_board, png_bytes  # noqa: E402
 
 MAX_UPLOAD = 512 * 1024
 

@@ -19,6 +19,9 @@ import pytest
 
 from tests.serve.conftest import bad_board, free_port, good_board, png_bytes, wait_healthy
 
+for _module in ("fastapi", "uvicorn", "multipart", "sqlalchemy"):
+    pytest.importorskip(_module, reason="the serve extra is not installed: pip install -e '.[serve]'")
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

@@ -15,9 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pcbsiam.cli_serve import main
 from tests.serve.conftest import bad_board, free_port, good_board, png_bytes, wait_healthy
 
-pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+for _module in ("fastapi", "uvicorn", "multipart", "sqlalchemy"):
+    pytest.importorskip(_module, reason="the serve extra is not installed: pip install -e '.[serve]'")
 
 CLIENTS = 4
 REQUESTS = 10
@@ -49,7 +51,7 @@ def start_server(bundle: Path, db: Path, port: int, log: Path) -> subprocess.Pop
         return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
 
 
-def test_sigkill_under_load_loses_no_answered_inspection(serve_bundle: Path, tmp_path: Path) -> None:
+def test_sigkill_under_load_loses_no_answered_inspection(serve_bundle: Path, tmp_path: Path, capsys) -> None:
     db, log, port = tmp_path / "dur.db", tmp_path / "server.log", free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_server(serve_bundle, db, port, log)
@@ -118,6 +120,31 @@ def test_sigkill_under_load_loses_no_answered_inspection(serve_bundle: Path, tmp
             assert http.get("/v1/inspections", params={"limit": 200}).json()["total"] == len(rows)
             new = http.post("/v1/inspect", files={"tested": ("after.png", images[0])}, data={"board": "demo"})
             assert new.status_code == 201
+
+        # the load-test command against the restarted server, checking its ids in the database
+        tested = tmp_path / "tested.png"
+        tested.write_bytes(images[1])
+        argv = [
+            "serve-loadtest",
+            "--url",
+            url,
+            "--clients",
+            "2",
+            "--requests",
+            "2",
+            "--tested",
+            str(tested),
+            "--board",
+            "demo",
+            "--db",
+            f"sqlite:///{db}",
+            "--max-seconds",
+            "30",
+        ]
+        assert main(argv) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["ok"] == 4 and report["errors"] == 0 and report["db_missing"] == []
+        assert report["verdicts"] == {"defective": 4} and 0 < report["latency_p50"] <= report["latency_p99"]
     finally:
         proc.kill()
         proc.wait(10)

@@ -31,12 +31,15 @@ class BoardStore:
         tested: per item a (H, W) uint8 array.
         reference: per item a (H, W) uint8 array of the same shape as ``tested[i]``.
         skipped: items that could not be decoded or checked, and those the reader skipped.
+        shifts: (n, 2) int (dy, dx) of each tested image relative to its reference once
+            :func:`register_store` ran (``tested[y, x] ~ reference[y - dy, x - dx]``), else None.
     """
 
     pairs: list[BoardPair]
     tested: list[np.ndarray]
     reference: list[np.ndarray]
     skipped: list[DataError] = field(default_factory=list)
+    shifts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -154,3 +157,22 @@ def _save_cache(cache_dir: Path, store: BoardStore) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr)
     (cache_dir / f"{path.stem}.json").write_text(json.dumps([str(p.tested) for p in store.pairs]))
+
+
+def register_store(store: BoardStore, max_shift: int = 16) -> BoardStore:
+    """Estimate every board's global shift against its reference (0, 0 where none is reliable).
+
+    Sets and returns ``store`` with ``store.shifts`` (n, 2).
+    """
+    from pcbsiam.errors import RegistrationError
+    from pcbsiam.registration import estimate_shift
+
+    shifts = np.zeros((len(store), 2), dtype=np.int64)
+    for i in range(len(store)):
+        try:
+            s = estimate_shift(np.asarray(store.tested[i]), np.asarray(store.reference[i]), max_shift=max_shift)
+            shifts[i] = (s.dy, s.dx)
+        except RegistrationError as exc:
+            log.warning("%s: not registered (%s)", store.pairs[i].name, exc)
+    store.shifts = shifts
+    return store

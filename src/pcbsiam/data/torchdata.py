@@ -22,6 +22,7 @@ class PatchCropper:
     def __init__(self, store: BoardStore, index: PatchIndex) -> None:
         self.store = store
         self.index = index
+        self.shifts = store.shifts  # (n_boards, 2) tested-vs-reference offsets when registered
 
     def tested(self, i: int, dy: int = 0, dx: int = 0) -> np.ndarray:
         """(h, w) uint8 tested crop of patch ``i``, optionally moved by (dy, dx)."""
@@ -29,10 +30,17 @@ class PatchCropper:
         return crop(self.store.tested[r["board"]], int(r["y"]) + dy, int(r["x"]) + dx, int(r["h"]), int(r["w"]))
 
     def reference(self, i: int, dy: int = 0, dx: int = 0) -> np.ndarray:
-        """(h, w) uint8 reference crop of patch ``i``, optionally moved by (dy, dx)."""
+        """(h, w) uint8 reference crop of patch ``i``, optionally moved by (dy, dx).
+
+        When the boards were registered, the crop follows the board's shift, so it shows what the
+        tested crop should show (``tested[y, x] ~ reference[y - sy, x - sx]``).
+        """
         r = self.index.rows[i]
-        img = self.store.reference[r["board"]]
-        return crop(img, int(r["y"]) + dy, int(r["x"]) + dx, int(r["h"]), int(r["w"]))
+        b = int(r["board"])
+        img = self.store.reference[b]
+        if self.shifts is not None:
+            dy, dx = dy - int(self.shifts[b, 0]), dx - int(self.shifts[b, 1])
+        return crop(img, int(r["y"]) + dy, int(r["x"]) + dx, int(r["h"]), int(r["w"]), fill=int(np.median(img)))
 
 
 class PairDataset(Dataset):
@@ -95,3 +103,59 @@ class TripletDataset(Dataset):
             torch.as_tensor(rows["label"].astype(np.int64)),
             torch.as_tensor(rows["group"].astype(np.int64)),
         )
+
+
+class PairTrainDataset(Dataset):
+    """(tested, reference, label) pairs for the reference-aware mode, with joint augmentation.
+
+    Items: tested (1, S, S), reference (1, S, S), label (scalar int64). With ``augment`` both
+    patches get the same random flip/quarter turn and the reference is moved by up to
+    ``ref_shift`` px, imitating registration error; draws come from ``seed`` and the item number.
+    """
+
+    def __init__(
+        self,
+        store: BoardStore,
+        index: PatchIndex,
+        items: np.ndarray,
+        size: int,
+        augment: bool = False,
+        ref_shift: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.crops = PatchCropper(store, index)
+        self.index = index
+        self.items = items
+        self.size = size
+        self.augment = augment
+        self.ref_shift = ref_shift
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i = int(self.items[k])
+        rng = np.random.default_rng([self.seed, k])
+        dy, dx = rng.integers(-self.ref_shift, self.ref_shift + 1, 2) if self.ref_shift else (0, 0)
+        tested, reference = self.crops.tested(i), self.crops.reference(i, int(dy), int(dx))
+        if self.augment:
+            turns, flip = random_dihedral(rng)
+            tested, reference = apply_dihedral(tested, turns, flip), apply_dihedral(reference, turns, flip)
+        label = torch.as_tensor(int(self.index.rows[i]["label"]), dtype=torch.int64)
+        return to_tensor(tested[None], self.size)[0], to_tensor(reference[None], self.size)[0], label
+
+
+def sample_pairs(labels: np.ndarray, n: int, seed: int = 0, defective_share: float = 0.5) -> np.ndarray:
+    """``n`` patch indices drawn with replacement, ``defective_share`` of them defective.
+
+    Returns:
+        (n,) int64, shuffled; deterministic for ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"pairs need both classes; found {len(pos)} defective and {len(neg)} defect-free patches")
+    n_pos = int(round(n * defective_share))
+    items = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, n - n_pos)])
+    return rng.permutation(items).astype(np.int64)

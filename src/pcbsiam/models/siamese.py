@@ -28,6 +28,7 @@ class Embedded(NamedTuple):
 class ModelConfig:
     """Plain settings of the network (saved with every checkpoint and bundle)."""
 
+    mode: str = "paper"
     backbone: str = "resnet50"
     scales: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     embedding_dim: int = 32
@@ -69,6 +70,20 @@ class SiameseFusionNet(nn.Module):
         """L2 distance of paired embeddings: (B, D), (B, D) -> (B,)."""
         return (a - b).pow(2).sum(dim=1).clamp_min(0).sqrt()
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) -> (B, D): what is cached of a reference."""
+        return self.embed(x)
+
+    def compare(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(B,) scores of encoded tested and reference patches: their L2 distance."""
+        return self.distance(a.float(), b.float())
+
+    def score_pairs(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B,) distances of (B, 1, S, S) tested patches to their references, in one forward pass."""
+        emb = self.embed(torch.cat([tested, reference])).float()
+        a, b = emb.chunk(2)
+        return self.distance(a, b)
+
     def decide(self, distance: torch.Tensor) -> torch.Tensor:
         """Verdicts (True = defective) of (B,) distances at the stored threshold."""
         if torch.isnan(self.threshold):
@@ -76,9 +91,26 @@ class SiameseFusionNet(nn.Module):
         return distance > self.threshold
 
 
-def build_model(cfg: ModelConfig) -> SiameseFusionNet:
+MODES = ("paper", "diff")
+
+
+def create_model(cfg: ModelConfig) -> nn.Module:
+    """The network of ``cfg.mode``: ``paper`` (embeddings compared by L2 distance) or ``diff``
+    (reference-aware: feature differences scored by a head). No weights are loaded."""
+    if cfg.mode == "paper":
+        return SiameseFusionNet(cfg)
+    if cfg.mode == "diff":
+        from pcbsiam.models.diffnet import ReferenceAwareNet
+
+        return ReferenceAwareNet(cfg)
+    from pcbsiam.errors import ConfigError
+
+    raise ConfigError(f"model.mode must be one of {MODES}, got {cfg.mode!r}")
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
     """The network for ``cfg``, with local ImageNet weights in the backbone if ``cfg.weights`` names a file."""
-    model = SiameseFusionNet(cfg)
+    model = create_model(cfg)
     if cfg.weights:
         from pcbsiam.models.backbone import load_backbone_weights
 

@@ -20,7 +20,6 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pcbsiam import __version__
-from pcbsiam.serve.db import InspectionStore
 from pcbsiam.serve.middleware import Guard
 from pcbsiam.serve.schemas import (
     Boards,
@@ -105,25 +104,13 @@ def create_app(
         store_images: keep each tested image (lossless PNG) in its row, which the overlay endpoint needs.
 
     Raises:
-        PcbsiamError: the bundle is missing, unreadable or uncalibrated.
+        PcbsiamError: the bundle is missing, unreadable or uncalibrated, or the database cannot be opened.
     """
-    store = InspectionStore(db_url)
-    try:
-        service = InspectionService(
-            bundle_path,
-            store,
-            max_pixels,
-            max_concurrency,
-            max_queue,
-            overlap,
-            max_shift,
-            batch_size,
-            device,
-            store_images,
-        )
-    except BaseException:
-        store.close()
-        raise
+    settings = {"overlap": overlap, "max_shift": max_shift, "batch_size": batch_size, "device": device}
+    service = InspectionService(
+        bundle_path, db_url, max_pixels, max_concurrency, max_queue, store_images=store_images, **settings
+    )
+    store = service.store
     page = (resources.files("pcbsiam.serve") / "static" / "index.html").read_text(encoding="utf-8")
 
     @asynccontextmanager

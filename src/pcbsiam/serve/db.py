@@ -34,7 +34,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
+
+from pcbsiam.errors import PcbsiamError
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +141,21 @@ class InspectionStore:
     Args:
         url: SQLAlchemy database URL.
         create: create the database and table where missing (a reader such as the load test passes False).
+
+    Raises:
+        PcbsiamError: the URL is invalid, its driver is missing, or the database cannot be opened.
     """
 
     def __init__(self, url: str, create: bool = True) -> None:
         self.url = url
-        self.engine = open_engine(url, create)
+        try:
+            self.engine = open_engine(url, create)
+        except (SQLAlchemyError, ValueError, OSError, ImportError) as exc:
+            try:
+                shown = make_url(url).render_as_string(hide_password=True)
+            except (SQLAlchemyError, ValueError):
+                shown = "(unparsable URL)"
+            raise PcbsiamError(f"cannot open the inspection database {shown}: {exc}") from exc
 
     def add(self, row: dict[str, Any]) -> None:
         """Insert one row and commit it (durably on SQLite) before returning."""

@@ -103,7 +103,7 @@ def decode_image(upload: Upload, max_pixels: int) -> np.ndarray:
         raise ServiceError(
             422, f"form field {field!r} is not an image in a supported format ({', '.join(FORMATS)})"
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... on broken files
         raise ServiceError(
             422, f"form field {field!r} cannot be decoded as an image ({exc}); is the file truncated?"
         ) from exc
@@ -140,7 +140,7 @@ class InspectionService:
 
     Args:
         bundle_path: calibrated bundle file.
-        store: where inspections are recorded.
+        db_url: SQLAlchemy URL of the record store (opened once the bundle has loaded).
         max_pixels: largest image accepted, in pixels, checked from the header before decoding.
         max_concurrency: inspections run at once (worker threads).
         max_queue: inspections allowed to wait for a worker; beyond that requests get 503.
@@ -151,7 +151,7 @@ class InspectionService:
     def __init__(
         self,
         bundle_path: str | Path,
-        store: InspectionStore,
+        db_url: str,
         max_pixels: int = 25_000_000,
         max_concurrency: int = 2,
         max_queue: int = 16,
@@ -167,7 +167,7 @@ class InspectionService:
         self.model_id = file_sha256(bundle_path)
         self._inspector_args = {"device": device, "overlap": overlap, "max_shift": max_shift, "batch_size": batch_size}
         Inspector(self.bundle, **self._inspector_args)  # fails now, with a sentence, on an uncalibrated model
-        self.store = store
+        self.store = InspectionStore(db_url)
         self.max_pixels = max_pixels
         self.store_images = store_images
         self.capacity = max_concurrency + max_queue
@@ -206,10 +206,17 @@ class InspectionService:
                 )
             self._pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        finally:
-            with self._lock:
-                self._pending -= 1
+            job = self.executor.submit(fn, *args)
+        except BaseException:
+            self._release()
+            raise
+        # released when the job really ends: a client that hangs up does not free a busy worker's slot
+        job.add_done_callback(self._release)
+        return await asyncio.wrap_future(job)
+
+    def _release(self, _job: object = None) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def check_board(self, board: str) -> None:
         """Raise a 422 with the known names if ``board`` is not registered."""

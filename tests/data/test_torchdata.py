@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcbsiam.data.deeppcb import read_deeppcb
+from pcbsiam.data.sources import patches_of
+from pcbsiam.data.store import load_store, register_store
+from pcbsiam.data.torchdata import PairDataset, PairTrainDataset, PatchCropper, TripletDataset, sample_pairs
+from pcbsiam.data.transforms import GREY_MEAN, GREY_STD, apply_dihedral, crop, to_tensor
+
+
+def test_crop_pads_outside_the_image() -> None:
+    img = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    assert crop(img, -1, -1, 2, 2, fill=9).tolist() == [[9, 9], [9, 0]]
+    assert crop(img, 1, 1, 2, 2).tolist() == [[5, 6], [9, 10]]
+
+
+def test_to_tensor_scales_and_resizes() -> None:
+    t = to_tensor(np.full((2, 8, 8), 255, np.uint8), 16)
+    assert t.shape == (2, 1, 16, 16)
+    assert np.allclose(t.numpy(), (1.0 - GREY_MEAN) / GREY_STD, atol=1e-5)
+
+
+def test_datasets_shapes_and_joint_augmentation(tiny_deeppcb: Path) -> None:
+    store = load_store(read_deeppcb(tiny_deeppcb))
+    index = patches_of(store, patch=32)
+    t, r, label, group = PairDataset(store, index, 32)[0]
+    assert t.shape == r.shape == (1, 32, 32) and label in (0, 1)
+    trip = TripletDataset(store, index, np.array([[0, 1, 2]]), 16, augment=True)
+    images, labels, groups = trip[0]
+    assert images.shape == (3, 1, 16, 16) and labels.shape == (3,)
+    items = sample_pairs(index.labels, 40, seed=1)
+    assert abs(index.labels[items].mean() - 0.5) < 1e-9
+    ds = PairTrainDataset(store, index, items, 32, augment=True, ref_shift=0, seed=3)
+    for k in range(6):  # tested and reference always get the same flip/rotation
+        tt, rr, _ = ds[k]
+        i = int(items[k])
+        crops = PatchCropper(store, index)
+        same = [np.allclose(tt[0].numpy(), to_tensor(apply_dihedral(crops.tested(i), q, f)[None], 32)[0, 0].numpy())
+                and np.allclose(rr[0].numpy(), to_tensor(apply_dihedral(crops.reference(i), q, f)[None], 32)[0, 0].numpy())
+                for q in range(4) for f in (False, True)]
+        assert any(same)
+
+
+def test_registered_store_moves_reference_crops(tiny_deeppcb: Path) -> None:
+    store = load_store(read_deeppcb(tiny_deeppcb))
+    store.reference[0] = np.roll(store.tested[0], (2, -3), axis=(0, 1))  # reference = tested moved
+    register_store(store.subset([0]))  # subsets get their own shifts
+    assert store.shifts is None
+    register_store(store)
+    assert tuple(store.shifts[0]) == (-2, 3)
+    index = patches_of(store, patch=32)
+    i = int(np.flatnonzero(index.rows["board"] == 0)[5])
+    c = PatchCropper(store, index)
+    assert np.array_equal(c.tested(i), c.reference(i))
+
+
+def test_sample_pairs_needs_both_classes() -> None:
+    with pytest.raises(ValueError, match="both classes"):
+        sample_pairs(np.zeros(5, int), 4)

@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from pcbsiam.errors import ConfigError
+from pcbsiam.models import build_model, create_model
+from pcbsiam.models.diffnet import ReferenceAwareNet
+from pcbsiam.models.siamese import ModelConfig
+
+
+@pytest.mark.parametrize("scales", [[1], [2, 4], [1, 2, 3, 4]])
+def test_scores_pairs_and_sizes_head_from_feature_info(scales: list[int]) -> None:
+    model = build_model(ModelConfig(mode="diff", backbone="resnet18", scales=scales, hidden_dim=16))
+    assert isinstance(model, ReferenceAwareNet)
+    channels = [64, 128, 256, 512]
+    assert model.head.fc1.in_features == 2 * sum(channels[s - 1] for s in scales)
+    t, r = torch.randn(3, 1, 32, 32), torch.randn(3, 1, 32, 32)
+    scores = model(t, r)
+    assert scores.shape == (3,)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.score_pairs(t, r), model.compare(model.encode(t), model.encode(r)), atol=1e-5)
+
+
+def test_identical_patches_give_the_same_score_whatever_the_content() -> None:
+    model = create_model(ModelConfig(mode="diff", backbone="resnet18", hidden_dim=16)).eval()
+    x, y = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        # the head sees only |f_t - f_r|: a patch compared with itself always scores the same
+        assert torch.allclose(model(x, x), model(y, y), atol=1e-6)
+
+
+def test_unknown_mode() -> None:
+    with pytest.raises(ConfigError, match="mode"):
+        create_model(ModelConfig(mode="nope"))
