@@ -37,9 +37,12 @@ def test_datasets_shapes_and_joint_augmentation(tiny_deeppcb: Path) -> None:
         tt, rr, _ = ds[k]
         i = int(items[k])
         crops = PatchCropper(store, index)
-        same = [np.allclose(tt[0].numpy(), to_tensor(apply_dihedral(crops.tested(i), q, f)[None], 32)[0, 0].numpy())
-                and np.allclose(rr[0].numpy(), to_tensor(apply_dihedral(crops.reference(i), q, f)[None], 32)[0, 0].numpy())
-                for q in range(4) for f in (False, True)]
+        same = [
+            np.allclose(tt[0].numpy(), to_tensor(apply_dihedral(crops.tested(i), q, f)[None], 32)[0, 0].numpy())
+            and np.allclose(rr[0].numpy(), to_tensor(apply_dihedral(crops.reference(i), q, f)[None], 32)[0, 0].numpy())
+            for q in range(4)
+            for f in (False, True)
+        ]
         assert any(same)
 
 
