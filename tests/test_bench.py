@@ -132,3 +132,17 @@ def test_cli_bench_infer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert cli.main(["bench", "infer", "--batch-sizes", "1,x"]) == 2
     assert cli.main(["bench", "infer", "--backbones", "vgg16"]) == 2
     assert "unknown backbone" in capsys.readouterr().err
+
+
+def test_bench_train_rows() -> None:
+    from pcbsiam.bench import bench_train, format_train_table
+
+    rows = bench_train(
+        ["resnet18"], ["paper", "diff"], input_size=32, batch_size=2, seconds=0.1, preset="tiny", peak_gflops=50.0
+    )
+    assert [r["mode"] for r in rows] == ["paper", "diff"]
+    for r in rows:
+        assert r["items_per_s"] > 0 and r["gflop_per_step"] > 0 and r["share_of_peak"] > 0
+    # a paper step embeds 3 patches per triplet, a diff step 2 per pair: more FLOPs per item
+    assert rows[0]["gflop_per_step"] > rows[1]["gflop_per_step"]
+    assert "| paper | resnet18 |" in format_train_table(rows)

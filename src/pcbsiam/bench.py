@@ -245,3 +245,94 @@ def format_infer_table(rows: list[dict]) -> str:
         for r in rows
     )
     return head + body
+
+
+def _train_batch(cfg: Config, batch_size: int) -> tuple:
+    """A synthetic training batch of the layout ``cfg.model.mode`` trains on."""
+    s = cfg.model.input_size
+    gen = torch.Generator().manual_seed(0)
+    if cfg.model.mode == "diff":
+        return (
+            torch.randn(batch_size, 1, s, s, generator=gen),
+            torch.randn(batch_size, 1, s, s, generator=gen),
+            torch.arange(batch_size) % 2,
+        )
+    labels = torch.tensor([[1, 1, 0], [0, 1, 0]]).repeat(batch_size // 2 + 1, 1)[:batch_size]
+    return torch.randn(batch_size, 3, 1, s, s, generator=gen), labels, torch.zeros(batch_size, 3, dtype=torch.long)
+
+
+def bench_train(
+    backbones: list[str],
+    modes: list[str] = ("paper",),
+    input_size: int = 128,
+    batch_size: int = 16,
+    seconds: float = 20.0,
+    preset: str = "cpu-small",
+    peak_gflops: float | None = None,
+) -> list[dict]:
+    """Training throughput per backbone: items/s (triplets or pairs) and share of the fp32 GEMM peak.
+
+    FLOPs of one optimisation step (forward and backward) are counted with ``FlopCounterMode``;
+    the share of peak is FLOPs per step / seconds per step / measured GEMM peak.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pcbsiam.config import load_config
+    from pcbsiam.engine import make_optimizer, train_step
+    from pcbsiam.losses import PairLoss, SiameseLoss
+    from pcbsiam.models import build_model
+
+    peak = peak_gflops or matmul_peak_gflops()
+    rows = []
+    for mode in modes:
+        for name in backbones:
+            cfg = load_config(
+                preset, [f"model.backbone={name}", f"model.mode={mode}", f"model.input_size={input_size}"]
+            )
+            cfg.model.num_classes = 7
+            torch.manual_seed(0)
+            model = build_model(cfg.model)
+            crit = PairLoss() if mode == "diff" else SiameseLoss(cfg.train.loss, cfg.train.margin)
+            opt = make_optimizer(model.parameters(), "adam", 1e-4, 0.0)
+            batch = _train_batch(cfg, batch_size)
+            dev = torch.device("cpu")
+            counter = FlopCounterMode(display=False)
+            with counter:
+                train_step(model, crit, opt, batch, dev, amp=False)
+            flops = float(counter.get_total_flops())
+            train_step(model, crit, opt, batch, dev, amp=False)  # warm-up
+            times, t_end = [], time.perf_counter() + seconds
+            while time.perf_counter() < t_end or len(times) < 3:
+                times.append(train_step(model, crit, opt, batch, dev, amp=False).seconds)
+            step = float(np.median(times))
+            rows.append(
+                {
+                    "mode": mode,
+                    "backbone": name,
+                    "input_size": input_size,
+                    "batch_size": batch_size,
+                    "items_per_s": round(batch_size / step, 2),
+                    "seconds_per_step": round(step, 3),
+                    "gflop_per_step": round(flops / 1e9, 1),
+                    "gflops": round(flops / step / 1e9, 1),
+                    "peak_gflops": round(peak, 1),
+                    "share_of_peak": round(flops / step / 1e9 / peak, 3),
+                    "steps_timed": len(times),
+                    "threads": torch.get_num_threads(),
+                }
+            )
+    return rows
+
+
+def format_train_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`bench_train` rows."""
+    head = (
+        "| mode | backbone | items/s | s/step (batch) | GFLOP/step | GFLOP/s | share of fp32 GEMM peak |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+    body = "".join(
+        f"| {r['mode']} | {r['backbone']} | {r['items_per_s']} | {r['seconds_per_step']} ({r['batch_size']}) | "
+        f"{r['gflop_per_step']} | {r['gflops']} | {r['share_of_peak']:.0%} |\n"
+        for r in rows
+    )
+    return head + body

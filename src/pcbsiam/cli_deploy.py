@@ -150,3 +150,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--workdir", default=None, help="keep the ONNX files here (default: a temporary folder)")
     i.add_argument("--json", default=None, help="also write the rows to this JSON file")
     i.set_defaults(func=cmd_bench_infer)
+    t = bsub.add_parser("train", help="training throughput per backbone and its share of the fp32 GEMM peak")
+    t.add_argument("--backbones", default="resnet18,resnet34,resnet50,resnet101")
+    t.add_argument("--modes", default="paper", help="paper, diff or both (comma-separated)")
+    t.add_argument("--input-size", type=int, default=128)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--seconds", type=float, default=20.0, help="timed seconds per row")
+    t.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    t.set_defaults(func=cmd_bench_train)
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    """Print the training throughput table."""
+    from pcbsiam.bench import bench_train, format_train_table
+
+    rows = bench_train(args.backbones.split(","), args.modes.split(","), args.input_size, args.batch_size, args.seconds)
+    print(format_train_table(rows))
+    if args.json:
+        from pcbsiam.io import write_json
+
+        write_json(args.json, rows)
+    return 0
