@@ -70,6 +70,9 @@ def test_grid_file_errors_are_sentences(tmp_path: Path) -> None:
     p.write_text("base: tiny\nfamilies:\n  s:\n    cells:\n      x: [model.scales=[2,3]]\n")
     with pytest.raises(ConfigError, match="quote"):
         load_grid(p)
+    p.write_text("base: tiny\nfamilies:\n  s:\n    cells:\n      x: [{model.scales: [2, 3]}]\n")
+    with pytest.raises(ConfigError, match="quote"):
+        load_grid(p)
     with pytest.raises(ConfigError, match="not one of its cells"):
         load_grid(write_grid(p, {"f": {"paper": {"y": 1.0}, "cells": {"x": []}}}))
     with pytest.raises(ConfigError, match="cell f/x"):

@@ -242,7 +242,9 @@ def load_grid(name_or_path: str | Path) -> Grid:
     try:
         d = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+        raise ConfigError(
+            f'{p} is not valid YAML (quote overrides holding brackets, e.g. "model.scales=[2,3,4]"): {exc}'
+        ) from exc
     return grid_from_dict(d, str(p))
 
 
