@@ -15,7 +15,7 @@ from tests.conftest import TINY_TRAIN
 
 def write_grid(path: Path, families: dict, **top: object) -> Path:
     grid = {"base": "tiny", "overrides": list(TINY_TRAIN), "families": families, **top}
-    path.write_text(yaml.safe_dump(grid, allow_unicode=True))
+    path.write_text(yaml.safe_dump(grid, allow_unicode=True, sort_keys=False))
     return path
 
 

@@ -199,3 +199,17 @@ def test_cli_export_errors_are_sentences(tmp_path: Path, capsys: pytest.CaptureF
     model = make_tiny_bundle(tmp_path / "m.bundle")
     assert cli.main(["export", "--model", str(model), "--onnx", str(tmp_path / "x.onnx"), "--int8"]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_reference_aware_modes_are_refused_with_a_sentence(tmp_path) -> None:  # noqa: ANN001
+    from pcbsiam.bundle import Bundle
+    from pcbsiam.config import load_config
+    from pcbsiam.errors import PcbsiamError
+    from pcbsiam.export import export_onnx
+    from pcbsiam.models import create_model
+
+    cfg = load_config("tiny", ["model.mode=stack", "model.hidden_dim=16", "model.input_size=32"])
+    model = create_model(cfg.model)
+    model.threshold.fill_(0.0)
+    with pytest.raises(PcbsiamError, match="'stack' mode, which is not exportable"):
+        export_onnx(Bundle(model, cfg, ["g"]), tmp_path / "m.onnx")

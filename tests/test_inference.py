@@ -77,3 +77,20 @@ def test_uncalibrated_model_is_refused(tmp_path: Path) -> None:
     bundle = load_bundle(make_tiny_bundle(tmp_path / "u.bundle", threshold=float("nan")))
     with pytest.raises(PcbsiamError, match="calibrate"):
         Inspector(bundle)
+
+
+@pytest.mark.parametrize("mode", ["diff", "stack"])
+def test_reference_aware_bundles_inspect_and_cache(tmp_path: Path, mode: str) -> None:
+    from pcbsiam.bundle import Bundle
+    from pcbsiam.config import load_config
+    from pcbsiam.models import create_model
+
+    cfg = load_config("tiny", [f"model.mode={mode}", "model.hidden_dim=16", "model.input_size=32", "data.patch=64"])
+    model = create_model(cfg.model).eval()
+    model.threshold.fill_(0.0)
+    path = Bundle(model, cfg, ["g"], boards={"demo": board(1, 192)}).save(tmp_path / f"{mode}.bundle")
+    inspector = Inspector(load_bundle(path))
+    first = inspector.inspect(board(1, 192), "demo")
+    again = inspector.inspect(board(1, 192), "demo")  # the cached reference encoding gives the same scores
+    assert len(first.tiles) == 9
+    assert [t.distance for t in first.tiles] == pytest.approx([t.distance for t in again.tiles], abs=1e-5)

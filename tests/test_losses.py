@@ -63,6 +63,12 @@ def test_pair_loss_is_binary_cross_entropy() -> None:
 
     logits, labels = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1, 0, 0])
     parts = PairLoss(pos_weight=2.0)(logits, labels)
-    manual = -(2.0 * torch.log(torch.sigmoid(torch.tensor(2.0))) + torch.log(1 - torch.sigmoid(torch.tensor(-1.0)))
-               + torch.log(1 - torch.sigmoid(torch.tensor(0.5)))) / 3
+    manual = (
+        -(
+            2.0 * torch.log(torch.sigmoid(torch.tensor(2.0)))
+            + torch.log(1 - torch.sigmoid(torch.tensor(-1.0)))
+            + torch.log(1 - torch.sigmoid(torch.tensor(0.5)))
+        )
+        / 3
+    )
     assert torch.allclose(parts.total, manual, atol=1e-6)

@@ -251,7 +251,7 @@ def _train_batch(cfg: Config, batch_size: int) -> tuple:
     """A synthetic training batch of the layout ``cfg.model.mode`` trains on."""
     s = cfg.model.input_size
     gen = torch.Generator().manual_seed(0)
-    if cfg.model.mode == "diff":
+    if cfg.model.mode != "paper":
         return (
             torch.randn(batch_size, 1, s, s, generator=gen),
             torch.randn(batch_size, 1, s, s, generator=gen),
@@ -292,7 +292,7 @@ def bench_train(
             cfg.model.num_classes = 7
             torch.manual_seed(0)
             model = build_model(cfg.model)
-            crit = PairLoss() if mode == "diff" else SiameseLoss(cfg.train.loss, cfg.train.margin)
+            crit = SiameseLoss(cfg.train.loss, cfg.train.margin) if mode == "paper" else PairLoss()
             opt = make_optimizer(model.parameters(), "adam", 1e-4, 0.0)
             batch = _train_batch(cfg, batch_size)
             dev = torch.device("cpu")

@@ -90,8 +90,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pcbsiam.demo import format_summary, run_demo
 
-    report = run_demo(args.out, boards=args.boards, size=args.size, seed=args.seed, preset=args.config,
-                      overrides=args.set)
+    report = run_demo(
+        args.out, boards=args.boards, size=args.size, seed=args.seed, preset=args.config, overrides=args.set
+    )
     print(format_summary(report))
     return 0
 

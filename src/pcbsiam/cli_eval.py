@@ -35,15 +35,37 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if not path:
             raise PcbsiamError(f"--board {item!r} must look like NAME=IMAGE")
         boards[name] = load_gray(path)
-    bundle = calibrate_model(args.model, args.data, args.split, args.policy, args.subset, args.max_patches,
-                             args.cache_dir, args.device, boards)
-    out = Path(args.out) if args.out else (Path(args.model) / "model.bundle" if Path(args.model).is_dir()
-                                           else Path(args.model))
+    bundle = calibrate_model(
+        args.model,
+        args.data,
+        args.split,
+        args.policy,
+        args.subset,
+        args.max_patches,
+        args.cache_dir,
+        args.device,
+        boards,
+    )
+    out = (
+        Path(args.out)
+        if args.out
+        else (Path(args.model) / "model.bundle" if Path(args.model).is_dir() else Path(args.model))
+    )
     bundle.save(out)
     cal = bundle.calibration
-    print(json.dumps({"bundle": str(out), "policy": args.policy, "threshold": round(cal["threshold"], 6),
-                      "value": round(cal["value"], 6), "subset": cal["subset"], "patches": cal["patches"],
-                      "boards": sorted(bundle.boards)}))
+    print(
+        json.dumps(
+            {
+                "bundle": str(out),
+                "policy": args.policy,
+                "threshold": round(cal["threshold"], 6),
+                "value": round(cal["value"], 6),
+                "subset": cal["subset"],
+                "patches": cal["patches"],
+                "boards": sorted(bundle.boards),
+            }
+        )
+    )
     return 0
 
 
@@ -63,13 +85,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pcbsiam.evaluation import evaluate_models, format_table
     from pcbsiam.metrics import format_mean_std
 
-    result, curves = evaluate_models(args.model, args.data, args.split, args.subset, args.max_patches,
-                                     args.baseline, args.cache_dir, args.device)
+    result, curves = evaluate_models(
+        args.model, args.data, args.split, args.subset, args.max_patches, args.baseline, args.cache_dir, args.device
+    )
     print(format_table(result["models"]))
     if "mean_std" in result:
         n = len(args.model)
-        print(f"\nover {n} models: " + ", ".join(
-            f"{k} {format_mean_std(v['mean'], v['std'])}" for k, v in result["mean_std"].items()))
+        print(
+            f"\nover {n} models: "
+            + ", ".join(f"{k} {format_mean_std(v['mean'], v['std'])}" for k, v in result["mean_std"].items())
+        )
     if args.out:
         result["plots"] = _plots(Path(args.out), curves, "L2 distance")
         print("plots: " + ", ".join(result["plots"]), file=sys.stderr)
@@ -82,16 +107,23 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from pcbsiam.evaluation import calibrate_scores, classical_scorer, format_table, load_subset, report, run_val_items
 
     val_items = run_val_items(args.model) if args.model else None
-    comp = ClassicalComparator(k=3, neighbourhood="square", open_size=0, allow_unregistered=True) if args.plain \
-        else ClassicalComparator(k=args.k, neighbourhood=args.neighbourhood, open_size=args.open_size,
-                                 allow_unregistered=True)
+    comp = (
+        ClassicalComparator(k=3, neighbourhood="square", open_size=0, allow_unregistered=True)
+        if args.plain
+        else ClassicalComparator(
+            k=args.k, neighbourhood=args.neighbourhood, open_size=args.open_size, allow_unregistered=True
+        )
+    )
     scorer = classical_scorer(comp)
     train = load_subset(args.data, args.split, "train", val_items, args.patch, cache_dir=args.cache_dir)
     val = load_subset(args.data, args.split, "val", val_items, args.patch, cache_dir=args.cache_dir)
     cal = calibrate_scores(scorer(train.store, train.index), train.index.labels, args.policy)
     s = scorer(val.store, val.index)
-    rep = report(s, val.index, cal.threshold) | {"method": repr(comp), "policy": args.policy,
-                                                  "train_patches": len(train.index)}
+    rep = report(s, val.index, cal.threshold) | {
+        "method": repr(comp),
+        "policy": args.policy,
+        "train_patches": len(train.index),
+    }
     print(format_table({"classical": rep}))
     if args.out:
         rep["plots"] = _plots(Path(args.out), {"classical": (s, val.index.labels, cal.threshold)}, "defect pixels")
@@ -119,8 +151,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pcbsiam.io import write_json, write_text
     from pcbsiam.viz import render_overlay
 
-    inspector = Inspector(load_bundle(args.model, args.device), args.device, overlap=args.overlap,
-                          max_shift=args.max_shift)
+    inspector = Inspector(
+        load_bundle(args.model, args.device), args.device, overlap=args.overlap, max_shift=args.max_shift
+    )
     out = Path(args.out)
     if not args.batch:
         if not args.test or not (args.template or args.board):
@@ -130,9 +163,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         rep = result.to_dict() | {"tested": str(args.test), "reference": args.board or str(args.template)}
         write_json(out / "report.json", rep)
         render_overlay(tested, result, out / "overlay.png")
-        print(json.dumps({"verdict": rep["verdict"], "max_distance": round(rep["max_distance"], 4),
-                          "defective_tiles": rep["defective_tiles"], "shift": rep["shift"],
-                          "report": str(out / "report.json"), "overlay": str(out / "overlay.png")}))
+        print(
+            json.dumps(
+                {
+                    "verdict": rep["verdict"],
+                    "max_distance": round(rep["max_distance"], 4),
+                    "defective_tiles": rep["defective_tiles"],
+                    "shift": rep["shift"],
+                    "report": str(out / "report.json"),
+                    "overlay": str(out / "overlay.png"),
+                }
+            )
+        )
         return 0
     return _inspect_batch(args, inspector, out, write_json, write_text, load_gray)
 
@@ -156,9 +198,17 @@ def _inspect_batch(args, inspector, out: Path, write_json, write_text, load_gray
         except PcbsiamError as exc:
             skipped.append(f"{name}: {exc}")
             continue
-        rows.append({"name": name, "verdict": "defective" if res.defective else "pass",
-                     "max_distance": round(res.max_distance, 6), "defective_tiles": sum(t.defective for t in res.tiles),
-                     "tiles": len(res.tiles), "dy": res.shift["dy"], "dx": res.shift["dx"]})
+        rows.append(
+            {
+                "name": name,
+                "verdict": "defective" if res.defective else "pass",
+                "max_distance": round(res.max_distance, 6),
+                "defective_tiles": sum(t.defective for t in res.tiles),
+                "tiles": len(res.tiles),
+                "dy": res.shift["dy"],
+                "dx": res.shift["dx"],
+            }
+        )
         if boxes is not None:
             labelled += 1
             correct += int(res.defective == (len(boxes) > 0))
@@ -174,16 +224,24 @@ def _inspect_batch(args, inspector, out: Path, write_json, write_text, load_gray
         w.writeheader()
         w.writerows(rows)
     write_text(out / "verdicts.csv", buf.getvalue())
-    summary = {"boards": len(rows), "defective": sum(r["verdict"] == "defective" for r in rows),
-               "pass": sum(r["verdict"] == "pass" for r in rows), "skipped": skipped,
-               "threshold": inspector.bundle.threshold}
+    summary = {
+        "boards": len(rows),
+        "defective": sum(r["verdict"] == "defective" for r in rows),
+        "pass": sum(r["verdict"] == "pass" for r in rows),
+        "skipped": skipped,
+        "threshold": inspector.bundle.threshold,
+    }
     if labelled:
         summary["board_accuracy"] = correct / labelled
         summary["defects_annotated"] = boxes_total
         summary["defects_flagged_share"] = caught / boxes_total if boxes_total else None
     write_json(out / "summary.json", summary)
-    print(json.dumps({k: v for k, v in summary.items() if k != "skipped"} | {"skipped": len(skipped),
-                                                                             "csv": str(out / "verdicts.csv")}))
+    print(
+        json.dumps(
+            {k: v for k, v in summary.items() if k != "skipped"}
+            | {"skipped": len(skipped), "csv": str(out / "verdicts.csv")}
+        )
+    )
     for s in skipped:
         print(f"skipped: {s}", file=sys.stderr)
     return 0
@@ -202,8 +260,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--model", required=True, help="training run folder, checkpoint or bundle")
     data_args(c)
     c.add_argument("--policy", default="accuracy", help="accuracy (paper), balanced_accuracy, f1, recall:0.995")
-    c.add_argument("--subset", default="auto", choices=["auto", "train", "val", "all"],
-                   help="items to calibrate on (auto: the run's training items, else all)")
+    c.add_argument(
+        "--subset",
+        default="auto",
+        choices=["auto", "train", "val", "all"],
+        help="items to calibrate on (auto: the run's training items, else all)",
+    )
     c.add_argument("--max-patches", type=int, default=None, help="calibrate on at most this many patches")
     c.add_argument("--board", action="append", metavar="NAME=IMAGE", help="register a standard board")
     c.add_argument("--out", default=None, help="bundle file (default: RUN/model.bundle or the bundle itself)")
@@ -212,8 +274,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="metrics, per-type recall, histograms and ROC of one or more models")
     e.add_argument("--model", required=True, action="append", help="bundle (repeat for several runs: mean ± std)")
     data_args(e)
-    e.add_argument("--subset", default="auto", choices=["auto", "train", "val", "all"],
-                   help="items to evaluate (auto: the run's validation items, else all)")
+    e.add_argument(
+        "--subset",
+        default="auto",
+        choices=["auto", "train", "val", "all"],
+        help="items to evaluate (auto: the run's validation items, else all)",
+    )
     e.add_argument("--max-patches", type=int, default=None)
     e.add_argument("--baseline", action="store_true", help="also the classical comparison on the same patches")
     e.add_argument("--json", default=None, help="write the figures here")

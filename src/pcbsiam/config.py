@@ -100,8 +100,8 @@ def from_dict(d: dict[str, Any]) -> Config:
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError on values that cannot work."""
-    if cfg.model.mode not in ("paper", "diff"):
-        raise ConfigError(f"model.mode must be 'paper' or 'diff', got {cfg.model.mode!r}")
+    if cfg.model.mode not in ("paper", "diff", "stack"):
+        raise ConfigError(f"model.mode must be 'paper', 'diff' or 'stack', got {cfg.model.mode!r}")
     if cfg.train.loss not in LOSSES:
         raise ConfigError(f"train.loss must be one of {LOSSES}, got {cfg.train.loss!r}")
     for name in ("triplets", "epochs", "batch_size"):

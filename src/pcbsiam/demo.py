@@ -23,8 +23,14 @@ log = logging.getLogger(__name__)
 HEADLINE = ("accuracy", "balanced_accuracy", "recall", "false_alarm_rate", "auroc")
 
 
-def run_demo(out: str | Path, boards: int = 48, size: int = 384, seed: int = 0, preset: str = "tiny",
-             overrides: list[str] | None = None) -> dict:
+def run_demo(
+    out: str | Path,
+    boards: int = 48,
+    size: int = 384,
+    seed: int = 0,
+    preset: str = "tiny",
+    overrides: list[str] | None = None,
+) -> dict:
     """Run every stage on freshly generated synthetic boards and write ``out/report.json``.
 
     Finished stages are reused when the demo is run again into the same folder (training resumes).
@@ -51,13 +57,18 @@ def run_demo(out: str | Path, boards: int = 48, size: int = 384, seed: int = 0, 
     log.info("stage 3/5: calibrating the threshold on the training boards")
     bundle = calibrate_model(run_dir, data_root)
     bundle_path = bundle.save(out / "model.bundle")
-    report["stages"]["calibrate"] = {"bundle": str(bundle_path), "threshold": bundle.threshold,
-                                     "train_accuracy": bundle.calibration["value"]}
+    report["stages"]["calibrate"] = {
+        "bundle": str(bundle_path),
+        "threshold": bundle.threshold,
+        "train_accuracy": bundle.calibration["value"],
+    }
 
     log.info("stage 4/5: evaluating on the validation boards, beside the classical comparison")
     result, curves = evaluate_models([bundle_path], data_root, baseline=True)
-    plots = [plot_distance_histograms(*curves["model"], out / "distances.png", title="validation patches"),
-             plot_roc({n: c[:2] for n, c in curves.items()}, out / "roc.png")]
+    plots = [
+        plot_distance_histograms(*curves["model"], out / "distances.png", title="validation patches"),
+        plot_roc({n: c[:2] for n, c in curves.items()}, out / "roc.png"),
+    ]
     report["stages"]["evaluate"] = {
         "patches": result["models"]["model"]["n"],
         "methods": {n: {k: r[k] for k in HEADLINE} for n, r in result["models"].items()},
@@ -72,9 +83,13 @@ def run_demo(out: str | Path, boards: int = 48, size: int = 384, seed: int = 0, 
     inspection = Inspector(bundle, overlap=0.5).inspect(tested, load_gray(pair.template))
     render_overlay(tested, inspection, out / "overlay.png", title=None)
     write_json(out / "inspection.json", inspection.to_dict())
-    report["stages"]["inspect"] = {"board": pair.name, "annotated_defects": len(pair.boxes),
-                                   "verdict": "defective" if inspection.defective else "pass",
-                                   "shift": inspection.shift, "overlay": str(out / "overlay.png")}
+    report["stages"]["inspect"] = {
+        "board": pair.name,
+        "annotated_defects": len(pair.boxes),
+        "verdict": "defective" if inspection.defective else "pass",
+        "shift": inspection.shift,
+        "overlay": str(out / "overlay.png"),
+    }
     report["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "report.json", report)
     return report
@@ -84,20 +99,26 @@ def format_summary(report: dict) -> str:
     """A short plain-text summary of the demo's figures."""
     st = report["stages"]
     d = st["data"]
-    lines = [f"data       {d['patches']} patches of synthetic boards, {d['defective']} defective "
-             f"({d['defective_share']:.1%})"]
+    lines = [
+        f"data       {d['patches']} patches of synthetic boards, {d['defective']} defective "
+        f"({d['defective_share']:.1%})"
+    ]
     b = st["train"]["best"]
     lines.append(f"train      {st['train']['seconds']} s; best epoch {b['epoch']}: val AUROC {b['val_auroc']:.3f}")
-    lines.append(f"calibrate  threshold {st['calibrate']['threshold']:.4f} (best training accuracy "
-                 f"{st['calibrate']['train_accuracy']:.3f})")
+    lines.append(
+        f"calibrate  threshold {st['calibrate']['threshold']:.4f} (best training accuracy "
+        f"{st['calibrate']['train_accuracy']:.3f})"
+    )
     lines.append(f"evaluate   {st['evaluate']['patches']} validation patches")
     lines.append("           " + "".join(f"{k:>19}" for k in HEADLINE))
     for name, m in st["evaluate"]["methods"].items():
         cells = "".join(f"{'-' if m[k] is None else format(m[k], '.3f'):>19}" for k in HEADLINE)
         lines.append(f"  {name:<9}{cells}")
     i = st["inspect"]
-    lines.append(f"inspect    board {i['board']} ({i['annotated_defects']} annotated defects): {i['verdict']}, "
-                 f"shift {i['shift']['dy']},{i['shift']['dx']} -> {i['overlay']}")
+    lines.append(
+        f"inspect    board {i['board']} ({i['annotated_defects']} annotated defects): {i['verdict']}, "
+        f"shift {i['shift']['dy']},{i['shift']['dx']} -> {i['overlay']}"
+    )
     lines.append(f"total      {report['seconds']} s")
     lines.append(f"report     {report['path']}")
     return "\n".join(lines)

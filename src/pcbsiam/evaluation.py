@@ -178,6 +178,30 @@ def resolve_subset(subset: str, val_items: list[str] | None, default: str) -> st
     return default if val_items is not None else "all"
 
 
+def bundle_scores(
+    bundle: Bundle,
+    root: str | Path,
+    split: str,
+    subset: str,
+    val_items: list[str] | None,
+    max_patches: int | None = None,
+    cache_dir: str | None = None,
+    device: str = "cpu",
+) -> tuple[PatchSet, np.ndarray]:
+    """The patches of one subset, cut and registered as the bundle's config says, and their scores."""
+    data = load_subset(
+        root,
+        split,
+        subset,
+        val_items,
+        bundle.cfg.data.patch,
+        cache_dir=cache_dir,
+        max_patches=max_patches,
+        register=bundle.cfg.data.register,
+    )
+    return data, model_scorer(bundle, device)(data.store, data.index)
+
+
 def calibrate_model(
     model: str | Path,
     root: str | Path,
@@ -200,18 +224,10 @@ def calibrate_model(
 
     bundle = load_bundle(model, device)
     val_items = run_val_items(model) or bundle.calibration.get("val_items")
-    subset = resolve_subset(subset, val_items, "train")
-    data = load_subset(
-        root,
-        split,
-        subset,
-        val_items,
-        bundle.cfg.data.patch,
-        cache_dir=cache_dir,
-        max_patches=max_patches,
-        register=bundle.cfg.data.register,
+    data, scores = bundle_scores(
+        bundle, root, split, resolve_subset(subset, val_items, "train"), val_items, max_patches, cache_dir, device
     )
-    scores = model_scorer(bundle, device)(data.store, data.index)
+    subset = data.subset
     cal = calibrate_scores(scores, data.index.labels, policy)
     bundle.model.threshold.fill_(cal.threshold)
     bundle.policy = policy
@@ -260,18 +276,10 @@ def evaluate_models(
         if np.isnan(bundle.threshold):
             raise PcbsiamError(f"{path} has no threshold: run `pcbsiam calibrate --model {path}` first")
         val_items = bundle.calibration.get("val_items") or run_val_items(path)
-        sub = resolve_subset(subset, val_items, "val")
-        data = load_subset(
-            root,
-            split,
-            sub,
-            val_items,
-            bundle.cfg.data.patch,
-            cache_dir=cache_dir,
-            max_patches=max_patches,
-            register=bundle.cfg.data.register,
+        data, scores = bundle_scores(
+            bundle, root, split, resolve_subset(subset, val_items, "val"), val_items, max_patches, cache_dir, device
         )
-        scores = model_scorer(bundle, device)(data.store, data.index)
+        sub = data.subset
         name = Path(path).name if Path(path).is_dir() else Path(path).stem
         name = name if name not in reports else f"{name}_{len(reports)}"
         reports[name] = report(scores, data.index, bundle.threshold) | {"subset": sub, "model": str(path)}

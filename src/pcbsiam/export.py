@@ -78,6 +78,11 @@ def _check_mode(mode: str) -> None:
 
 
 def _cpu_model(bundle: Bundle) -> SiameseFusionNet:
+    if bundle.cfg.model.mode != "paper":
+        raise PcbsiamError(
+            f"ONNX export covers the paper's mode (embeddings and distances); this bundle is in the "
+            f"{bundle.cfg.model.mode!r} mode, which is not exportable yet: use the PyTorch engine"
+        )
     if np.isnan(bundle.threshold):
         raise PcbsiamError("the model has no threshold: run `pcbsiam calibrate` to make a bundle before exporting")
     return copy.deepcopy(bundle.model).cpu().float().eval()

@@ -97,8 +97,15 @@ class Inspector:
         cache_size: number of (board, shift) reference embeddings kept.
     """
 
-    def __init__(self, bundle: Bundle, device: str | torch.device = "cpu", overlap: float = 0.0,
-                 max_shift: int = 16, batch_size: int = 32, cache_size: int = 32) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str | torch.device = "cpu",
+        overlap: float = 0.0,
+        max_shift: int = 16,
+        batch_size: int = 32,
+        cache_size: int = 32,
+    ) -> None:
         if np.isnan(bundle.threshold):
             raise PcbsiamError("the model has no threshold: run `pcbsiam calibrate` to make a bundle first")
         self.bundle = bundle
@@ -170,8 +177,15 @@ class Inspector:
         ref_emb = self.reference_embeddings(None if name is None else (name, shift.dy, shift.dx), aligned, tiles)
         dist = self.model.compare(self.embed_tiles(tested, tiles), ref_emb).float().cpu().numpy()
         thr = self.bundle.threshold
-        results = [TileResult(int(y), int(x), int(h), int(w), float(d), bool(d > thr))
-                   for (y, x, h, w), d in zip(tiles.tolist(), dist, strict=True)]
-        return Inspection(any(r.defective for r in results), thr,
-                          {"dy": shift.dy, "dx": shift.dx, "score": round(shift.score, 4)}, results,
-                          (int(tested.shape[0]), int(tested.shape[1])), time.perf_counter() - t0)
+        results = [
+            TileResult(int(y), int(x), int(h), int(w), float(d), bool(d > thr))
+            for (y, x, h, w), d in zip(tiles.tolist(), dist, strict=True)
+        ]
+        return Inspection(
+            any(r.defective for r in results),
+            thr,
+            {"dy": shift.dy, "dx": shift.dx, "score": round(shift.score, 4)},
+            results,
+            (int(tested.shape[0]), int(tested.shape[1])),
+            time.perf_counter() - t0,
+        )

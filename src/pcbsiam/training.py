@@ -37,7 +37,6 @@ from pcbsiam.data.store import BoardStore, load_store, register_store
 from pcbsiam.data.torchdata import PairDataset, PairTrainDataset, TripletDataset, sample_pairs
 from pcbsiam.distributed import DistInfo, barrier, cleanup, init_distributed
 from pcbsiam.engine import (
-    PairScores,
     StepStats,
     cosine_schedule,
     evaluate,
@@ -151,12 +150,12 @@ class RunFolder:
 def training_set(cfg: Config, data: SplitData) -> tuple[torch.utils.data.Dataset, torch.nn.Module]:
     """The training items and loss of ``cfg.model.mode``.
 
-    ``paper``: the sampler's triplets with triplet + cross-entropy loss. ``diff``: balanced
+    ``paper``: the sampler's triplets with triplet + cross-entropy loss. ``diff``, ``stack``: balanced
     (tested, reference) pairs with binary cross-entropy, references moved by up to
     ``train.ref_shift`` px.
     """
     t = cfg.train
-    if cfg.model.mode == "diff":
+    if cfg.model.mode in ("diff", "stack"):
         items = sample_pairs(data.train_index.labels, t.pairs, t.seed)
         ds = PairTrainDataset(
             data.train_store,
@@ -375,18 +374,6 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     ck_path = path / "checkpoints" / "best.pt" if path.is_dir() else path
     ck = load_checkpoint(ck_path, map_location=device)
     cfg = from_dict(ck["config"])
-    model = build_model_no_weights(cfg)
+    model = create_model(cfg.model)  # the checkpoint supplies the weights
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), cfg, list(ck["groups"])
-
-
-def build_model_no_weights(cfg: Config) -> SiameseFusionNet:
-    """The network of ``cfg`` without loading ImageNet weights (a checkpoint supplies them)."""
-    return create_model(cfg.model)
-
-
-def scores_of(
-    model: SiameseFusionNet, store: BoardStore, index: PatchIndex, cfg: Config, device: torch.device
-) -> PairScores:
-    """Distances of every patch of ``index`` to its reference."""
-    return evaluate(model, pair_loader(store, index, cfg.model.input_size), device, cfg.train.amp)

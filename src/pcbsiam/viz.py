@@ -74,8 +74,11 @@ def render_overlay(tested: np.ndarray, inspection, path: str | Path | None = Non
     sm.set_label(f"L2 distance (threshold {thr:.3f}: black line)")
     verdict = "DEFECTIVE" if inspection.defective else "PASS"
     shift = inspection.shift
-    ax.set_title(title or f"{verdict}: {sum(t.defective for t in inspection.tiles)} of {len(inspection.tiles)} "
-                 f"tiles above threshold; shift dy={shift['dy']} dx={shift['dx']}")
+    ax.set_title(
+        title
+        or f"{verdict}: {sum(t.defective for t in inspection.tiles)} of {len(inspection.tiles)} "
+        f"tiles above threshold; shift dy={shift['dy']} dx={shift['dx']}"
+    )
     ax.set_axis_off()
     if path is None:
         buf = io.BytesIO()

@@ -32,3 +32,16 @@ def test_identical_patches_give_the_same_score_whatever_the_content() -> None:
 def test_unknown_mode() -> None:
     with pytest.raises(ConfigError, match="mode"):
         create_model(ModelConfig(mode="nope"))
+
+
+def test_stack_mode_scores_pairs_and_encode_is_identity() -> None:
+    from pcbsiam.models.diffnet import StackedPairNet
+
+    model = create_model(ModelConfig(mode="stack", backbone="resnet18", scales=[2, 3], hidden_dim=16)).eval()
+    assert isinstance(model, StackedPairNet)
+    assert model.backbone.conv1.in_channels == 3
+    t, r = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    assert model.encode(r) is r
+    with torch.no_grad():
+        assert model.score_pairs(t, r).shape == (2,)
+        assert torch.allclose(model.compare(t, r), model(t, r))

@@ -1,5 +1,10 @@
-"""Reference-aware mode: one shared backbone over tested and reference patch, per-stage feature
-differences fused before pooling, so that a defect of a few pixels is not pooled away first."""
+"""Reference-aware modes, scoring a (tested, reference) pair directly.
+
+``diff``: one shared backbone over tested and reference patch, per-stage feature differences fused
+before pooling, so that a defect of a few pixels is not pooled away first.
+``stack``: early fusion: the tested patch, its reference and their absolute difference enter one
+backbone as three channels, so the first convolution already sees where the two disagree.
+"""
 
 from __future__ import annotations
 
@@ -69,3 +74,57 @@ class ReferenceAwareNet(nn.Module):
         if torch.isnan(self.threshold):
             raise RuntimeError("the model has no threshold yet: run `pcbsiam calibrate` first")
         return score > self.threshold
+
+
+class PooledHead(nn.Module):
+    """Per-stage global max and mean pooling, concatenated, fc -> ReLU -> fc 1.
+
+    Args:
+        in_channels: channel count of each stage's map.
+        hidden_dim: width of the hidden layer.
+    """
+
+    def __init__(self, in_channels: list[int], hidden_dim: int = 512) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(2 * sum(in_channels), hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Args: per stage (B, C_s, H_s, W_s). Returns: (B,) logits."""
+        pooled = [
+            p
+            for f in features
+            for p in (F.adaptive_max_pool2d(f, 1).flatten(1), F.adaptive_avg_pool2d(f, 1).flatten(1))
+        ]
+        return self.fc2(F.relu(self.fc1(torch.cat(pooled, dim=1)))).squeeze(1).float()
+
+
+class StackedPairNet(nn.Module):
+    """Early fusion of a pair: channels (tested, reference, |tested - reference|) into one backbone.
+
+    Nothing of a reference can be computed ahead of its tested patch, so ``encode`` is the identity
+    and the whole network runs in ``compare``.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = create_backbone(cfg.backbone, check_scales(cfg.scales), in_chans=3)
+        self.head = PooledHead(list(self.backbone.feature_info.channels()), cfg.hidden_dim)
+        self.register_buffer("threshold", torch.tensor(float("nan")))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The patches themselves: (B, 1, S, S)."""
+        return x
+
+    def compare(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B,) scores of tested and reference patches."""
+        return self.forward(tested, reference)
+
+    def forward(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Args: (B, 1, S, S) tested and reference patches. Returns: (B,) defect logits."""
+        return self.head(self.backbone(torch.cat([tested, reference, (tested - reference).abs()], dim=1)))
+
+    def score_pairs(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B,) scores of patch pairs (the quantity the threshold applies to)."""
+        return self.forward(tested, reference)

@@ -91,18 +91,23 @@ class SiameseFusionNet(nn.Module):
         return distance > self.threshold
 
 
-MODES = ("paper", "diff")
+MODES = ("paper", "diff", "stack")
 
 
 def create_model(cfg: ModelConfig) -> nn.Module:
-    """The network of ``cfg.mode``: ``paper`` (embeddings compared by L2 distance) or ``diff``
-    (reference-aware: feature differences scored by a head). No weights are loaded."""
+    """The network of ``cfg.mode``: ``paper`` (embeddings compared by L2 distance), ``diff``
+    (feature differences scored by a head) or ``stack`` (tested, reference and their difference as
+    input channels). No weights are loaded."""
     if cfg.mode == "paper":
         return SiameseFusionNet(cfg)
     if cfg.mode == "diff":
         from pcbsiam.models.diffnet import ReferenceAwareNet
 
         return ReferenceAwareNet(cfg)
+    if cfg.mode == "stack":
+        from pcbsiam.models.diffnet import StackedPairNet
+
+        return StackedPairNet(cfg)
     from pcbsiam.errors import ConfigError
 
     raise ConfigError(f"model.mode must be one of {MODES}, got {cfg.mode!r}")
