@@ -160,9 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from pcbsiam import cli_deploy, cli_eval, cli_serve
+    from pcbsiam import cli_deploy, cli_eval, cli_experiment, cli_serve
 
-    return [cli_eval.register, cli_deploy.register, cli_serve.register]
+    return [cli_eval.register, cli_experiment.register, cli_deploy.register, cli_serve.register]
 
 
 _EXTRA = _extra_commands()
