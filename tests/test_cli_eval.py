@@ -69,6 +69,13 @@ def test_calibrate_evaluate_inspect_chain(
     for png in ("roc.png", "hist_m.png", "hist_classical.png"):
         assert (tmp_path / "eval" / png).stat().st_size > 1000
 
+    code, out, _ = run_cli(capsys, "evaluate", "--model", bundle, "--data", synth_root, "--engines", "onnx-fp32",
+                           "--json", tmp_path / "engines.json")
+    assert code == 0
+    engines = json.loads((tmp_path / "engines.json").read_text())["models"]
+    assert engines["m[onnx-fp32]"]["engine"] == "onnx-fp32"
+    assert abs(engines["m[onnx-fp32]"]["accuracy"] - engines["m"]["accuracy"]) <= 1 / engines["m"]["n"]
+
     test_img = _first_template(synth_root).replace("_temp", "_test")
     code, out, _ = run_cli(
         capsys,

@@ -86,7 +86,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pcbsiam.metrics import format_mean_std
 
     result, curves = evaluate_models(
-        args.model, args.data, args.split, args.subset, args.max_patches, args.baseline, args.cache_dir, args.device
+        args.model,
+        args.data,
+        args.split,
+        args.subset,
+        args.max_patches,
+        args.baseline,
+        args.cache_dir,
+        args.device,
+        engines=args.engines.split(",") if args.engines else None,
     )
     print(format_table(result["models"]))
     if "mean_std" in result:
@@ -282,6 +290,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--max-patches", type=int, default=None)
     e.add_argument("--baseline", action="store_true", help="also the classical comparison on the same patches")
+    e.add_argument("--engines", default=None, help="also score through engines: onnx-fp32,onnx-int8 (paper mode)")
     e.add_argument("--json", default=None, help="write the figures here")
     e.add_argument("--out", default=None, help="folder for plots (and evaluation.json)")
     e.set_defaults(func=cmd_evaluate)

@@ -97,6 +97,42 @@ def model_scorer(bundle: Bundle, device: str | torch.device = "cpu", batch_size:
     return score
 
 
+def engine_scorer(engine, batch_size: int = 64) -> Scorer:  # noqa: ANN001 - a pcbsiam.engines.Engine
+    """Distances from an inference engine (PyTorch, ONNX Runtime fp32 or int8) on the same patches."""
+
+    def score(store: BoardStore, index: PatchIndex) -> np.ndarray:
+        out = []
+        for tested, reference, _, _ in pair_loader(store, index, engine.input_size, batch_size):
+            dist, _ = engine.compare(tested.numpy(), reference.numpy())
+            out.append(np.asarray(dist, dtype=np.float64))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    return score
+
+
+def training_patches(
+    bundle: Bundle,
+    root: str | Path,
+    split: str,
+    val_items: list[str] | None,
+    n: int = 256,
+    cache_dir: str | None = None,
+) -> np.ndarray:
+    """(n, 1, S, S) normalised tested patches of the training items (for int8 calibration)."""
+    data = load_subset(
+        root,
+        split,
+        "train",
+        val_items,
+        bundle.cfg.data.patch,
+        cache_dir=cache_dir,
+        max_patches=n,
+        register=bundle.cfg.data.register,
+    )
+    tested, _, _, _ = next(iter(pair_loader(data.store, data.index, bundle.cfg.model.input_size, n)))
+    return tested.numpy()
+
+
 def classical_scorer(comparator: ClassicalComparator | None = None) -> Scorer:
     """Defect-pixel counts of the classical template comparison (whole board registered once)."""
     comp = comparator or ClassicalComparator(allow_unregistered=True)
@@ -259,8 +295,13 @@ def evaluate_models(
     baseline: bool = False,
     cache_dir: str | None = None,
     device: str = "cpu",
+    engines: list[str] | None = None,
 ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray, float]]]:
     """Evaluate calibrated bundles (and optionally the classical method) on the same patches.
+
+    With ``engines`` (``torch``, ``onnx-fp32``, ``onnx-int8``) each bundle is also scored through
+    those inference engines, so a user sees what ONNX Runtime and int8 quantisation cost; the int8
+    graph is calibrated on 256 training patches.
 
     Returns:
         ({"models": name -> report, "mean_std": ... when several models}, name -> (scores, labels, threshold)).
@@ -284,6 +325,10 @@ def evaluate_models(
         name = name if name not in reports else f"{name}_{len(reports)}"
         reports[name] = report(scores, data.index, bundle.threshold) | {"subset": sub, "model": str(path)}
         curves[name] = (scores, data.index.labels, bundle.threshold)
+        for engine_name in [e for e in engines or [] if e != "torch"]:
+            reports[f"{name}[{engine_name}]"] = _engine_report(
+                bundle, engine_name, data, root, split, val_items, cache_dir
+            ) | {"subset": sub, "model": str(path)}
     if baseline and data is not None:
         # calibrated on the items not evaluated (all items when everything is evaluated, said in the report)
         evaluated = [p.name for p in data.store.pairs]
@@ -298,8 +343,28 @@ def evaluate_models(
         }
         curves["classical"] = (s, data.index.labels, cal.threshold)
     result: dict = {"models": reports}
-    learned = [r for n, r in reports.items() if n != "classical"]
+    learned = [r for n, r in reports.items() if n != "classical" and "engine" not in r]
     if len(learned) > 1:
         keys = ("accuracy", "balanced_accuracy", "recall", "false_alarm_rate", "auroc")
         result["mean_std"] = mean_std([{k: r[k] for k in keys if r.get(k) is not None} for r in learned])
     return result, curves
+
+
+def _engine_report(
+    bundle: Bundle,
+    engine_name: str,
+    data: PatchSet,
+    root: str | Path,
+    split: str,
+    val_items: list[str] | None,
+    cache_dir: str | None,
+) -> dict:
+    import tempfile
+
+    from pcbsiam.engines import make_engine
+
+    calib = training_patches(bundle, root, split, val_items, 256, cache_dir) if engine_name == "onnx-int8" else None
+    with tempfile.TemporaryDirectory() as work:
+        engine = make_engine(engine_name, bundle, work, calibration_patches=calib)
+        scores = engine_scorer(engine)(data.store, data.index)
+    return report(scores, data.index, bundle.threshold) | {"engine": engine_name}
