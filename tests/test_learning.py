@@ -41,6 +41,6 @@ def test_short_training_beats_chance(boards48: Path, tmp_path: Path, mode: str, 
     cfg = load_config("tiny", [*SHORT, f"model.mode={mode}", items, f"data.root={boards48}"])
     summary = fit(cfg, tmp_path / mode)
     epoch = [json.loads(x) for x in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()][-1]
-    assert epoch["kind"] == "epoch" and epoch["val_patches"] >= 200
+    assert epoch["kind"] == "epoch" and epoch["val_patches"] >= 150
     # chance is an AUROC of 0.5 whatever the class balance
     assert summary["best"]["val_auroc"] >= least_auroc, summary["best"]
