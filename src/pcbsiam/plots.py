@@ -196,7 +196,9 @@ def plot_learning_curves(
         ("loss_triplet", "triplet loss", "tab:orange"),
         ("loss_ce", "cross-entropy loss", "tab:green"),
     ):
-        x, y = _series(records, "step", "step", key)
+        # the step count over the whole run (``step`` restarts every epoch)
+        step_key = "global_step" if any("global_step" in r for r in records) else "step"
+        x, y = _series(records, "step", step_key, key)
         if x.size == 0:
             continue
         any_loss = True
