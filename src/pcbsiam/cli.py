@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--boards", type=int, default=48)
     d.add_argument("--size", type=int, default=384)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--config", default="tiny", help="training preset")
+    d.add_argument("--config", default="demo", help="training preset (demo: reference-aware; tiny: the paper's mode)")
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="training override")
     d.set_defaults(func=cmd_demo)
     for register in _EXTRA:

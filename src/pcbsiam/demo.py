@@ -28,7 +28,7 @@ def run_demo(
     boards: int = 48,
     size: int = 384,
     seed: int = 0,
-    preset: str = "tiny",
+    preset: str = "demo",
     overrides: list[str] | None = None,
 ) -> dict:
     """Run every stage on freshly generated synthetic boards and write ``out/report.json``.
@@ -66,7 +66,12 @@ def run_demo(
     log.info("stage 4/5: evaluating on the validation boards, beside the classical comparison")
     result, curves = evaluate_models([bundle_path], data_root, baseline=True)
     plots = [
-        plot_distance_histograms(*curves["model"], out / "distances.png", title="validation patches"),
+        plot_distance_histograms(
+            *curves["model"],
+            out / "distances.png",
+            title="validation patches",
+            xlabel="L2 distance" if bundle.cfg.model.mode == "paper" else "defect score (logit)",
+        ),
         plot_roc({n: c[:2] for n, c in curves.items()}, out / "roc.png"),
     ]
     report["stages"]["evaluate"] = {

@@ -53,6 +53,7 @@ def test_registered_store_moves_reference_crops(tiny_deeppcb: Path) -> None:
     assert store.shifts is None
     register_store(store)
     assert tuple(store.shifts[0]) == (-2, 3)
+    assert store.subset([1, 0]).shifts.tolist() == [store.shifts[1].tolist(), [-2, 3]]  # subsets keep them
     index = patches_of(store, patch=32)
     i = int(np.flatnonzero(index.rows["board"] == 0)[5])
     c = PatchCropper(store, index)

@@ -56,7 +56,12 @@ class BoardStore:
     def subset(self, indices: list[int] | np.ndarray) -> BoardStore:
         """A store over the items at ``indices`` (arrays are shared, not copied)."""
         idx = [int(i) for i in indices]
-        return BoardStore([self.pairs[i] for i in idx], [self.tested[i] for i in idx], [self.reference[i] for i in idx])
+        return BoardStore(
+            [self.pairs[i] for i in idx],
+            [self.tested[i] for i in idx],
+            [self.reference[i] for i in idx],
+            shifts=None if self.shifts is None else self.shifts[idx],
+        )
 
 
 def _decode(pair: BoardPair, ref_cache: dict[Path, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
