@@ -40,6 +40,7 @@ class Inspection:
         tiles: every tile's result.
         size: (H, W) of the tested image.
         seconds: time taken.
+        score_name: what the tile scores are: ``L2 distance`` (paper's mode) or a defect logit.
     """
 
     defective: bool
@@ -48,6 +49,7 @@ class Inspection:
     tiles: list[TileResult] = field(default_factory=list)
     size: tuple[int, int] = (0, 0)
     seconds: float = 0.0
+    score_name: str = "L2 distance"
 
     @property
     def max_distance(self) -> float:
@@ -188,4 +190,5 @@ class Inspector:
             results,
             (int(tested.shape[0]), int(tested.shape[1])),
             time.perf_counter() - t0,
+            "L2 distance" if self.bundle.cfg.model.mode == "paper" else "defect score (logit)",
         )

@@ -39,13 +39,20 @@ def plot_board_pairs(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]
     return Path(path)
 
 
-def render_overlay(tested: np.ndarray, inspection, path: str | Path | None = None, title: str | None = None):
+def render_overlay(
+    tested: np.ndarray,
+    inspection,
+    path: str | Path | None = None,
+    title: str | None = None,
+    score_label: str | None = None,
+):
     """The tested board with each tile tinted by its distance, defective tiles outlined in red.
 
     Args:
         tested: (H, W) uint8 tested image.
         inspection: a :class:`pcbsiam.inference.Inspection`.
         path: PNG to write; ``None`` returns the PNG bytes instead.
+        score_label: what the tile scores are (``L2 distance`` in the paper's mode, a logit otherwise).
 
     Returns:
         The path written, or the PNG bytes.
@@ -56,9 +63,12 @@ def render_overlay(tested: np.ndarray, inspection, path: str | Path | None = Non
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
+    score_label = score_label or getattr(inspection, "score_name", "L2 distance")
     thr = inspection.threshold
-    top = max(inspection.max_distance, thr * 1.5, 1e-6)
-    norm = Normalize(0.0, top)
+    scores = [t.distance for t in inspection.tiles] or [0.0]
+    low = min(min(scores), thr, 0.0)  # distances start at 0; logits of the reference-aware modes may be negative
+    top = max(max(scores), thr + 0.5 * abs(thr) + 1e-6)
+    norm = Normalize(low, top)
     cmap = colormaps["RdYlGn_r"]
     h, w = tested.shape
     fig = Figure(figsize=(7, 7 * h / w + 0.6), layout="constrained")
@@ -71,7 +81,7 @@ def render_overlay(tested: np.ndarray, inspection, path: str | Path | None = Non
             ax.add_patch(Rectangle((t.x - 0.5, t.y - 0.5), t.w, t.h, fill=False, ec="red", lw=2))
     sm = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.046, pad=0.02)
     sm.ax.axhline(thr, color="black", lw=2)
-    sm.set_label(f"L2 distance (threshold {thr:.3f}: black line)")
+    sm.set_label(f"{score_label} (threshold {thr:.3f}: black line)")
     verdict = "DEFECTIVE" if inspection.defective else "PASS"
     shift = inspection.shift
     ax.set_title(
