@@ -134,3 +134,14 @@ def tiny_run(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("runs") / "tiny"
     fit(load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}"]), out)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():  # noqa: ANN201 - a generator fixture
+    """For tests that check behaviour, not speed: one thread keeps them cheap on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -69,8 +69,18 @@ def test_calibrate_evaluate_inspect_chain(
     for png in ("roc.png", "hist_m.png", "hist_classical.png"):
         assert (tmp_path / "eval" / png).stat().st_size > 1000
 
-    code, out, _ = run_cli(capsys, "evaluate", "--model", bundle, "--data", synth_root, "--engines", "onnx-fp32",
-                           "--json", tmp_path / "engines.json")
+    code, out, _ = run_cli(
+        capsys,
+        "evaluate",
+        "--model",
+        bundle,
+        "--data",
+        synth_root,
+        "--engines",
+        "onnx-fp32",
+        "--json",
+        tmp_path / "engines.json",
+    )
     assert code == 0
     engines = json.loads((tmp_path / "engines.json").read_text())["models"]
     assert engines["m[onnx-fp32]"]["engine"] == "onnx-fp32"

@@ -83,8 +83,11 @@ def test_learning_curve_uses_the_run_wide_step(tmp_path, monkeypatch) -> None:  
     seen = []
     real = plots._series
     monkeypatch.setattr(plots, "_series", lambda recs, kind, x, y: seen.append(x) or real(recs, kind, x, y))
-    recs = [{"kind": "step", "epoch": e, "step": s, "global_step": 3 * e + s + 1, "loss": 1.0} for e in range(2)
-            for s in range(3)]
+    recs = [
+        {"kind": "step", "epoch": e, "step": s, "global_step": 3 * e + s + 1, "loss": 1.0}
+        for e in range(2)
+        for s in range(3)
+    ]
     plots.plot_learning_curves(recs, tmp_path / "c.png")
     assert "global_step" in seen
     x, _ = real(recs, "step", "global_step", "loss")

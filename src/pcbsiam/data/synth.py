@@ -561,15 +561,21 @@ def _on_trace(ctx: _Ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Segment] 
     return point, u, side * np.array([-u[1], u[0]]), seg
 
 
-def _open(ctx: _Ctx) -> _Edit | None:
-    """Cut a trace across its full width."""
+def _trace_site(ctx: _Ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Segment, tuple] | None:
+    """A point on a trace (with its direction, side normal and segment) and the edit window around it."""
     hit = _on_trace(ctx)
     if hit is None:
         return None
-    c, u, n, seg = hit
-    win = ctx.window(*c)
-    if win is None:
+    win = ctx.window(*hit[0])
+    return None if win is None else (*hit, win)
+
+
+def _open(ctx: _Ctx) -> _Edit | None:
+    """Cut a trace across its full width."""
+    site = _trace_site(ctx)
+    if site is None:
         return None
+    c, u, n, seg, win = site
     o = np.array(win[:2], float)
     gap = ctx.rng.uniform(3.0, 10.0)
     skew = ctx.rng.uniform(-gap / 2, gap / 2)
@@ -583,13 +589,10 @@ def _open(ctx: _Ctx) -> _Edit | None:
 
 def _mousebite(ctx: _Ctx) -> _Edit | None:
     """Bite one to three round notches out of a trace edge."""
-    hit = _on_trace(ctx)
-    if hit is None:
+    site = _trace_site(ctx)
+    if site is None:
         return None
-    c, u, n, seg = hit
-    win = ctx.window(*c)
-    if win is None:
-        return None
+    c, u, n, seg, win = site
     o = np.array(win[:2], float)
     r = ctx.rng.uniform(2.0, max(2.0, min(5.0, seg.width / 2)))
     k = int(ctx.rng.integers(1, 4))
@@ -612,13 +615,10 @@ def _clear_of(label: np.ndarray, mask: np.ndarray, allowed: tuple[int, ...]) -> 
 
 def _spur(ctx: _Ctx) -> _Edit | None:
     """Thin tapered protrusion from a trace edge that stays clear of other conductors."""
-    hit = _on_trace(ctx)
-    if hit is None:
+    site = _trace_site(ctx)
+    if site is None:
         return None
-    c, u, n, seg = hit
-    win = ctx.window(*c)
-    if win is None:
-        return None
+    c, u, n, seg, win = site
     rng, clr = ctx.rng, ctx.style.clearance
     ang = rng.uniform(-0.7, 0.7)
     v = n * math.cos(ang) + u * math.sin(ang)
@@ -637,13 +637,10 @@ def _spur(ctx: _Ctx) -> _Edit | None:
 
 def _short(ctx: _Ctx) -> _Edit | None:
     """Copper bridge from a trace to the nearest separate conductor across the gap."""
-    hit = _on_trace(ctx)
-    if hit is None:
+    site = _trace_site(ctx)
+    if site is None:
         return None
-    c, u, n, seg = hit
-    win = ctx.window(*c)
-    if win is None:
-        return None
+    c, u, n, seg, win = site
     label = ctx.board.label[win[1] : win[3], win[0] : win[2]]
     local = c - np.array(win[:2], float)
     other, reach = 0, 0.0
