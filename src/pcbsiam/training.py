@@ -292,7 +292,7 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
         rate = s.triplets * dist.world / max(now - last_tick[0], 1e-9)
         last_tick[0] = now
         bar.update(1)
-        bar.set_postfix(epoch=ep, loss=f"{s.loss:.4f}", trip_s=f"{rate:.1f}", refresh=False)
+        bar.set_postfix(epoch=ep, loss=f"{s.loss:.4f}", per_s=f"{rate:.1f}", refresh=False)
         if global_step % cfg.train.log_every == 0 or step == steps_per_epoch - 1:
             run.log(
                 {
