@@ -111,16 +111,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.embedding_dim must be >= 1 and model.input_size >= 16")
 
 
-def resolve_preset(name_or_path: str | Path) -> Path:
-    """A config file path, or the name of a shipped preset (``cpu-small``, ``paper``, ...)."""
+def resolve_shipped(name_or_path: str | Path, folder: Path, kind: str) -> Path:
+    """A YAML file path, or the name of a file shipped in ``folder`` (``kind`` names it in the error)."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    preset = PRESET_DIR / f"{Path(str(name_or_path)).stem}.yaml"
-    if preset.is_file():
-        return preset
-    shipped = sorted(f.stem for f in PRESET_DIR.glob("*.yaml"))
-    raise ConfigError(f"config {name_or_path} not found; give a YAML file or a preset name: {shipped}")
+    shipped = folder / f"{Path(str(name_or_path)).stem}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(f.stem for f in folder.glob("*.yaml"))
+    raise ConfigError(f"{kind} {name_or_path} not found; give a YAML file or a shipped {kind} name: {names}")
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A config file path, or the name of a shipped preset (``cpu-small``, ``paper``, ...)."""
+    return resolve_shipped(name_or_path, PRESET_DIR, "config")
 
 
 def parse_value(text: str) -> Any:

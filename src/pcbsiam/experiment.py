@@ -48,7 +48,7 @@ from typing import Any
 
 import yaml
 
-from pcbsiam.config import Config, from_dict, load_config
+from pcbsiam.config import Config, from_dict, load_config, resolve_shipped
 from pcbsiam.errors import ConfigError
 from pcbsiam.io import write_json, write_text
 from pcbsiam.metrics import format_mean_std, mean_std
@@ -226,14 +226,7 @@ def grid_from_dict(d: dict[str, Any], source: str = "") -> Grid:
 
 def resolve_grid(name_or_path: str | Path) -> Path:
     """A grid file path, or the name of a shipped grid (``paper``, ``cpu``)."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    shipped = GRID_DIR / f"{Path(str(name_or_path)).stem}.yaml"
-    if shipped.is_file():
-        return shipped
-    names = sorted(f.stem for f in GRID_DIR.glob("*.yaml"))
-    raise ConfigError(f"grid {name_or_path} not found; give a grid YAML file or a shipped grid name: {names}")
+    return resolve_shipped(name_or_path, GRID_DIR, "grid")
 
 
 def load_grid(name_or_path: str | Path) -> Grid:
