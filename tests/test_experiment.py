@@ -82,10 +82,15 @@ def test_grid_file_errors_are_sentences(tmp_path: Path) -> None:
 def test_shipped_grids() -> None:
     for name, n_seeds, base_backbone in (("paper", 6, "resnet50"), ("cpu", 3, "resnet18")):
         plan = plan_experiment(name)
-        assert len(plan.seeds) == n_seeds and len(plan.cells) == 14
-        assert list(plan.families) == ["backbone", "embedding", "scales", "loss"]
+        assert len(plan.seeds) == n_seeds and len(plan.cells) == 16
+        assert list(plan.families) == ["backbone", "embedding", "scales", "loss", "mode"]
         shared = plan.families["backbone"][base_backbone]
-        assert len(plan.cells[shared].variants) == 4  # the full model is trained once for all tables
+        assert len(plan.cells[shared].variants) == 5  # the full model is trained once for all tables
+        modes = {
+            v: plan.cells[plan.families["mode"][v]].config["model"].get("mode", "paper")
+            for v in ("paper", "diff", "stack")
+        }
+        assert modes == {"paper": "paper", "diff": "diff", "stack": "stack"}
         assert plan.grid.families["backbone"].paper["resnet50"] == "95.42 ± 0.31"
     assert load_grid("paper").base == "paper"
 

@@ -94,3 +94,18 @@ def test_reference_aware_bundles_inspect_and_cache(tmp_path: Path, mode: str) ->
     again = inspector.inspect(board(1, 192), "demo")  # the cached reference encoding gives the same scores
     assert len(first.tiles) == 9
     assert [t.distance for t in first.tiles] == pytest.approx([t.distance for t in again.tiles], abs=1e-5)
+
+
+def test_context_tiles_show_the_surroundings(tmp_path: Path) -> None:
+    from pcbsiam.config import load_config
+
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "b.bundle", patch=64, input_size=80))
+    bundle.cfg = load_config("tiny", ["data.patch=64", "data.context=8", "model.input_size=80"])
+    seen: list[torch.Size] = []
+    embed = bundle.model.embed
+    bundle.model.embed = lambda x: seen.append(x.shape) or embed(x)  # noqa: E731
+    img = board(3, 128)
+    result = Inspector(bundle).inspect(img, img, register=False)
+    assert len(result.tiles) == 4 and {(t.h, t.w) for t in result.tiles} == {(64, 64)}  # verdicts per tile
+    assert seen and all(s[-2:] == (80, 80) for s in seen)  # the network sees 64 + 2 x 8 px
+    assert Inspector(bundle)._crop(img, 0, 0, 64, 64).shape == (80, 80)

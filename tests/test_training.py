@@ -113,3 +113,17 @@ def test_two_processes_with_torchrun(synth_root: Path, tmp_path: Path) -> None:
     steps = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
     assert len(steps) == 6  # each of 2 processes takes 8 of every 16 triplets: 3 steps an epoch
     assert not list(out.glob("**/*.tmp*"))
+
+
+def test_validation_sample_is_the_same_for_every_training_seed(synth_root: Path) -> None:
+    from pcbsiam.training import prepare_data, validation_sample
+
+    cfg = load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}", "train.val_max_patches=5"])
+    data = prepare_data(cfg)
+    assert len(data.val_index) > 5 and len(data.train_index) > 5
+    cfg2 = load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}", "train.val_max_patches=5", "train.seed=7"])
+    calib0, val0 = validation_sample(cfg, data)
+    calib7, val7 = validation_sample(cfg2, data)
+    assert len(val0) == 5
+    assert np.array_equal(val0.rows, val7.rows)
+    assert not np.array_equal(calib0.rows, calib7.rows)

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcbsiam import __version__
+from pcbsiam.checkpoint import load_tagged, save_tagged
 from pcbsiam.config import Config, from_dict
 from pcbsiam.errors import PcbsiamError
-from pcbsiam.io import atomic_path
 from pcbsiam.models import SiameseFusionNet, create_model
 
 BUNDLE_FORMAT = "pcbsiam-bundle"
@@ -50,10 +49,7 @@ class Bundle:
 
     def save(self, path: str | Path) -> Path:
         """Write the bundle atomically; load it with :func:`load_bundle`."""
-        data = {
-            "format": BUNDLE_FORMAT,
-            "format_version": BUNDLE_VERSION,
-            "pcbsiam_version": __version__,
+        payload = {
             "config": self.cfg.to_dict(),
             "groups": list(self.groups),
             "policy": self.policy,
@@ -61,9 +57,7 @@ class Bundle:
             "model": self.model.state_dict(),
             "boards": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.boards.items()},
         }
-        with atomic_path(path) as tmp:
-            torch.save(data, tmp)
-        return Path(path)
+        return save_tagged(path, BUNDLE_FORMAT, BUNDLE_VERSION, payload)
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
@@ -81,18 +75,9 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         return Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
     if not path.is_file():
         raise PcbsiamError(f"model {path} not found: give a bundle file or a training run folder")
-    try:
-        data = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file for the user
-        raise PcbsiamError(f"{path} cannot be read as a pcbsiam bundle: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
-        raise PcbsiamError(f"{path} is not a pcbsiam bundle (format tag {data.get('format')!r})")
-    if int(data.get("format_version", 0)) != BUNDLE_VERSION:
-        raise PcbsiamError(
-            f"{path} is a bundle of format {data.get('format_version')} written by pcbsiam "
-            f"{data.get('pcbsiam_version')}; this pcbsiam {__version__} reads format {BUNDLE_VERSION}: "
-            "re-run `pcbsiam calibrate` with this version"
-        )
+    data = load_tagged(
+        path, BUNDLE_FORMAT, BUNDLE_VERSION, "bundle", device, exact=True, remedy="re-run `pcbsiam calibrate` with it"
+    )
     cfg = from_dict(data["config"])
     model = create_model(cfg.model)
     model.load_state_dict(data["model"])

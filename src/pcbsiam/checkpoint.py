@@ -1,4 +1,6 @@
-"""Checkpoints: state dicts and plain config in one file, written atomically, read with weights_only."""
+"""Tagged torch files: state dicts and plain values in one file with a format tag and version, written
+atomically and read with ``weights_only=True``. Training checkpoints use them directly; model bundles
+(:mod:`pcbsiam.bundle`) are tagged files of their own format."""
 
 from __future__ import annotations
 
@@ -15,12 +17,60 @@ CHECKPOINT_FORMAT = "pcbsiam-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (state dicts, plain values) with format tags, atomically."""
-    data = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "pcbsiam_version": __version__}
+def save_tagged(path: str | Path, fmt: str, version: int, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (state dicts, plain values) under the tags ``fmt`` / ``version``, atomically."""
+    data = {"format": fmt, "format_version": version, "pcbsiam_version": __version__}
     data.update(payload)
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
+    return Path(path)
+
+
+def load_tagged(
+    path: str | Path,
+    fmt: str,
+    version: int,
+    what: str,
+    map_location: str | torch.device = "cpu",
+    exact: bool = False,
+    remedy: str = "upgrade pcbsiam",
+) -> dict[str, Any]:
+    """Read a file written by :func:`save_tagged` with ``weights_only=True`` and check its tags.
+
+    Args:
+        path: the file.
+        fmt: the format tag it must carry.
+        version: the format version this pcbsiam writes.
+        what: the kind of file, for messages ("training checkpoint", "bundle").
+        map_location: where tensors go.
+        exact: refuse other versions (default: refuse newer ones only).
+        remedy: what the user should do about a refused version.
+
+    Raises:
+        PcbsiamError: missing file, unreadable, another format, or a refused version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PcbsiamError(f"{what} {path} not found")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise PcbsiamError(f"{path} cannot be read as a pcbsiam {what}: {exc}") from exc
+    tag = data.get("format") if isinstance(data, dict) else None
+    if tag != fmt:
+        raise PcbsiamError(f"{path} is not a pcbsiam {what} (format tag {tag!r})")
+    found = int(data.get("format_version", 0))
+    if found > version or (exact and found != version):
+        raise PcbsiamError(
+            f"{path} is a {what} of format {found} written by pcbsiam {data.get('pcbsiam_version')}; "
+            f"this pcbsiam {__version__} reads format {version}: {remedy}"
+        )
+    return data
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a training checkpoint (state dicts, plain values), atomically."""
+    save_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, payload)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -29,18 +79,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises:
         PcbsiamError: missing file, not a pcbsiam checkpoint, or a newer format.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise PcbsiamError(f"checkpoint {path} not found")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise PcbsiamError(f"{path} cannot be read as a pcbsiam checkpoint: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise PcbsiamError(f"{path} is not a pcbsiam training checkpoint")
-    if int(data.get("format_version", 0)) > CHECKPOINT_VERSION:
-        raise PcbsiamError(
-            f"{path} was written by pcbsiam {data.get('pcbsiam_version')} in a newer format "
-            f"({data['format_version']} > {CHECKPOINT_VERSION}); upgrade pcbsiam"
-        )
-    return data
+    return load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "training checkpoint", map_location)

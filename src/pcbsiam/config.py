@@ -29,6 +29,7 @@ class DataConfig:
     cache_dir: str | None = None
     workers: int = 0
     register: bool = False
+    context: int = 0  # px of surroundings around each patch shown to the network; the label stays the patch's
 
 
 @dataclass
@@ -109,6 +110,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{name} must be at least 1, got {getattr(cfg.train, name)}")
     if cfg.model.embedding_dim < 1 or cfg.model.input_size < 16:
         raise ConfigError("model.embedding_dim must be >= 1 and model.input_size >= 16")
+    if cfg.data.context < 0:
+        raise ConfigError(f"data.context must be >= 0 px, got {cfg.data.context}")
 
 
 def resolve_shipped(name_or_path: str | Path, folder: Path, kind: str) -> Path:

@@ -27,11 +27,13 @@ class Engine(ABC):
         name: engine name (``torch``, ``onnx-fp32``, ``onnx-int8``).
         threshold: distance above which a patch is defective.
         input_size: side S of the patches the engine takes.
+        context: px of surroundings around each patch in its crops (``data.context`` of the bundle).
     """
 
     name: str
     threshold: float
     input_size: int
+    context: int = 0
 
     @abstractmethod
     def embed(self, x: np.ndarray) -> np.ndarray:
@@ -58,6 +60,7 @@ class TorchEngine(Engine):
         self.model = bundle.model.to(self.device).eval()
         self.threshold = bundle.threshold
         self.input_size = bundle.cfg.model.input_size
+        self.context = bundle.cfg.data.context
 
     @torch.inference_mode()
     def embed(self, x: np.ndarray) -> np.ndarray:
@@ -90,6 +93,7 @@ class OrtEngine(Engine):
             raise PcbsiamError(f"{self.path} is not a pcbsiam graph: its inputs are {names}")
         self.threshold = float(meta.get("threshold", "nan"))
         self.input_size = int(meta.get("input_size", 0)) or int(self.session.get_inputs()[0].shape[-1])
+        self.context = int(meta.get("context", 0))
         self.embedding_dim = int(meta.get("embedding_dim", 0)) or int(self.session.get_outputs()[2].shape[-1])
         self.name = name or ("onnx-int8" if "quantization" in meta else "onnx-fp32")
 

@@ -22,9 +22,9 @@ from pcbsiam.data.protocol import PatchIndex
 from pcbsiam.data.sampler import split_by_image
 from pcbsiam.data.sources import patches_of, read_boards
 from pcbsiam.data.store import BoardStore, load_store, register_store
-from pcbsiam.engine import evaluate
 from pcbsiam.errors import DataError, PcbsiamError
 from pcbsiam.metrics import binary_metrics, grouped_metrics, recall_by_type
+from pcbsiam.references import ReferenceCache, score_index
 from pcbsiam.training import pair_loader, subsample
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,16 @@ def load_subset(
 
 
 def model_scorer(bundle: Bundle, device: str | torch.device = "cpu", batch_size: int = 64) -> Scorer:
-    """Distances from the bundle's network: each patch against its reference crop."""
+    """Distances from the bundle's network: each patch against its reference crop (each distinct
+    reference crop encoded once, and kept for later calls)."""
     dev = torch.device(device)
+    cache = ReferenceCache()
 
     def score(store: BoardStore, index: PatchIndex) -> np.ndarray:
         model = bundle.model.to(dev)
-        return evaluate(model, pair_loader(store, index, bundle.cfg.model.input_size, batch_size), dev).distances
+        size = bundle.cfg.model.input_size
+        ctx = bundle.cfg.data.context
+        return score_index(model, store, index, size, dev, batch_size=batch_size, cache=cache, context=ctx).distances
 
     return score
 
@@ -102,7 +106,7 @@ def engine_scorer(engine, batch_size: int = 64) -> Scorer:  # noqa: ANN001 - a p
 
     def score(store: BoardStore, index: PatchIndex) -> np.ndarray:
         out = []
-        for tested, reference, _, _ in pair_loader(store, index, engine.input_size, batch_size):
+        for tested, reference, _, _ in pair_loader(store, index, engine.input_size, batch_size, context=engine.context):
             dist, _ = engine.compare(tested.numpy(), reference.numpy())
             out.append(np.asarray(dist, dtype=np.float64))
         return np.concatenate(out) if out else np.zeros(0)
@@ -129,7 +133,8 @@ def training_patches(
         max_patches=n,
         register=bundle.cfg.data.register,
     )
-    tested, _, _, _ = next(iter(pair_loader(data.store, data.index, bundle.cfg.model.input_size, n)))
+    size, ctx = bundle.cfg.model.input_size, bundle.cfg.data.context
+    tested, _, _, _ = next(iter(pair_loader(data.store, data.index, size, n, context=ctx)))
     return tested.numpy()
 
 

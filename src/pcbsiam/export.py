@@ -8,7 +8,8 @@ Two graphs are exported, both with the threshold inside and a dynamic batch axis
   service that embeds a known board's reference tiles once.
 
 Both give ``distance`` (N,) float32, ``defective`` (N,) bool and ``embedding`` (N, D) float32 (of the
-tested patches). The graph's metadata holds the mode, threshold, input size, embedding size and backbone.
+tested patches). The graph's metadata holds the mode, threshold, input size, context margin, embedding size
+and backbone.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def export_onnx(bundle: Bundle, path: str | Path, mode: str = "patches", opset: 
             "pcbsiam.mode": mode,
             "pcbsiam.threshold": repr(bundle.threshold),
             "pcbsiam.input_size": str(size),
+            "pcbsiam.context": str(bundle.cfg.data.context),
             "pcbsiam.embedding_dim": str(dim),
             "pcbsiam.patch": str(bundle.cfg.data.patch),
             "pcbsiam.backbone": bundle.cfg.model.backbone,
@@ -389,7 +391,7 @@ def data_patches(
         raise PcbsiamError(f"no patches found in {root} ({split}); check --data and --split")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(data.index), size=min(n, len(data.index)), replace=False)
-    crops = PatchCropper(data.store, data.index)
+    crops = PatchCropper(data.store, data.index, bundle.cfg.data.context)
     size = bundle.cfg.model.input_size
     tested = to_tensor([crops.tested(int(i)) for i in chosen], size).numpy()
     reference = to_tensor([crops.reference(int(i)) for i in chosen], size).numpy()

@@ -114,6 +114,7 @@ class Inspector:
         self.device = torch.device(device)
         self.model = bundle.model.to(self.device).eval()
         self.tile = bundle.cfg.data.patch
+        self.context = bundle.cfg.data.context
         self.size = bundle.cfg.model.input_size
         self.overlap = overlap
         self.max_shift = max_shift
@@ -127,12 +128,17 @@ class Inspector:
         per-stage (M, C_s, H_s, W_s) feature maps in the reference-aware mode."""
         out = []
         for i in range(0, len(tiles), self.batch_size):
-            batch = [crop(image, *map(int, t)) for t in tiles[i : i + self.batch_size]]
+            batch = [self._crop(image, *map(int, t)) for t in tiles[i : i + self.batch_size]]
             with autocast(self.device):
                 out.append(self.model.encode(to_tensor(batch, self.size).to(self.device)))
         if isinstance(out[0], torch.Tensor):
             return torch.cat(out).float()
         return [torch.cat(stage).float() for stage in zip(*out, strict=True)]
+
+    def _crop(self, image: np.ndarray, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """The tile with ``data.context`` px of its surroundings (the image's median beyond its edge)."""
+        c = self.context
+        return crop(image, y - c, x - c, h + 2 * c, w + 2 * c, fill=None if c else 0)
 
     def reference_embeddings(
         self, key: object, reference: np.ndarray, tiles: np.ndarray

@@ -39,7 +39,6 @@ from pcbsiam.distributed import DistInfo, barrier, cleanup, init_distributed
 from pcbsiam.engine import (
     StepStats,
     cosine_schedule,
-    evaluate,
     make_optimizer,
     train_one_epoch,
     unwrap,
@@ -49,6 +48,7 @@ from pcbsiam.io import write_json, write_text
 from pcbsiam.losses import PairLoss, SiameseLoss
 from pcbsiam.metrics import binary_metrics
 from pcbsiam.models import SiameseFusionNet, build_model, create_model
+from pcbsiam.references import ReferenceCache, score_index
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,12 @@ def subsample(index: PatchIndex, limit: int | None, seed: int) -> PatchIndex:
     return index.select(keep)
 
 
-def pair_loader(store: BoardStore, index: PatchIndex, size: int, batch_size: int = 64, workers: int = 0) -> DataLoader:
-    """Loader of (tested, reference, label, group) over ``index`` in order."""
-    return DataLoader(PairDataset(store, index, size), batch_size=batch_size, shuffle=False, num_workers=workers)
+def pair_loader(
+    store: BoardStore, index: PatchIndex, size: int, batch_size: int = 64, workers: int = 0, context: int = 0
+) -> DataLoader:
+    """Loader of (tested, reference, label, group) over ``index`` in order (crops with ``context`` px around)."""
+    ds = PairDataset(store, index, size, context)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
 
 
 def epoch_order(n: int, epoch: int, seed: int, batch: int, dist: DistInfo) -> list[np.ndarray]:
@@ -165,22 +168,41 @@ def training_set(cfg: Config, data: SplitData) -> tuple[torch.utils.data.Dataset
             augment=t.augment,
             ref_shift=t.ref_shift,
             seed=t.seed,
+            context=cfg.data.context,
         )
         return ds, PairLoss(t.pos_weight)
     triplets = sample_triplets(data.train_index.labels, data.train_index.group_ids, t.triplets, t.seed)
     ds = TripletDataset(
-        data.train_store, data.train_index, triplets, cfg.model.input_size, augment=t.augment, seed=t.seed
+        data.train_store,
+        data.train_index,
+        triplets,
+        cfg.model.input_size,
+        augment=t.augment,
+        seed=t.seed,
+        context=cfg.data.context,
     )
     return ds, SiameseLoss(t.loss, t.margin, t.triplet_weight, t.ce_weight)
+
+
+def validation_sample(cfg: Config, data: SplitData) -> tuple[PatchIndex, PatchIndex]:
+    """The training patches that calibrate each epoch's threshold and the validation patches scored.
+
+    At most ``train.val_max_patches`` each. The validation sample depends on the split seed only, so
+    runs of different training seeds (the repeats of an experiment) are scored on the same patches.
+    """
+    calib = subsample(data.train_index, cfg.train.val_max_patches, cfg.train.seed + 1)
+    val = subsample(data.val_index, cfg.train.val_max_patches, cfg.data.split_seed + 2)
+    return calib, val
 
 
 def validate_epoch(model: torch.nn.Module, data: SplitData, cfg: Config, device: torch.device) -> dict:
     """Calibrate the paper's threshold on training patches, then score the validation patches at it."""
     size = cfg.model.input_size
-    calib = subsample(data.train_index, cfg.train.val_max_patches, cfg.train.seed + 1)
-    val = subsample(data.val_index, cfg.train.val_max_patches, cfg.train.seed + 2)
-    train_scores = evaluate(model, pair_loader(data.train_store, calib, size), device, cfg.train.amp)
-    val_scores = evaluate(model, pair_loader(data.val_store, val, size), device, cfg.train.amp)
+    calib, val = validation_sample(cfg, data)
+    cache = ReferenceCache()  # the two passes run at the same weights
+    ctx = cfg.data.context
+    train_scores = score_index(model, data.train_store, calib, size, device, cfg.train.amp, cache=cache, context=ctx)
+    val_scores = score_index(model, data.val_store, val, size, device, cfg.train.amp, cache=cache, context=ctx)
     cal = choose_threshold(train_scores.distances, train_scores.labels, "accuracy")
     m = binary_metrics(val_scores.distances, val_scores.labels, cal.threshold)
     unwrap(model).threshold.fill_(cal.threshold)

@@ -63,3 +63,21 @@ def test_registered_store_moves_reference_crops(tiny_deeppcb: Path) -> None:
 def test_sample_pairs_needs_both_classes() -> None:
     with pytest.raises(ValueError, match="both classes"):
         sample_pairs(np.zeros(5, int), 4)
+
+
+def test_context_crops_hold_the_patch_in_their_centre(tiny_deeppcb: Path) -> None:
+    store = load_store(read_deeppcb(tiny_deeppcb))
+    index = patches_of(store, patch=32)
+    plain, wide = PatchCropper(store, index), PatchCropper(store, index, context=6)
+    corner = int(np.flatnonzero((index.rows["y"] == 0) & (index.rows["x"] == 0))[0])
+    for i in (corner, len(index) // 2):
+        for a, b in ((plain.tested(i), wide.tested(i)), (plain.reference(i), wide.reference(i))):
+            assert b.shape == (44, 44)
+            assert np.array_equal(b[6:-6, 6:-6], a)
+    board = int(index.rows[corner]["board"])
+    assert (wide.tested(corner)[:6] == int(np.median(store.tested[board]))).all()  # beyond the edge: background
+    assert wide.reference_box(corner) == (-6, -6, 44, 44)
+    t, r, _, _ = PairDataset(store, index, 44, context=6)[corner]
+    assert t.shape == r.shape == (1, 44, 44)
+    with pytest.raises(ValueError, match="context"):
+        PatchCropper(store, index, context=-1)

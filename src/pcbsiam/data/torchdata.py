@@ -17,30 +17,52 @@ class PatchCropper:
     Args:
         store: the decoded boards.
         index: the patches.
+        context: px of surroundings added on each side of every crop (``data.context``): a patch of
+            h x w gives (h + 2c) x (w + 2c) crops, the patch in their centre. Where a crop leaves the
+            image it is padded with the image's median.
     """
 
-    def __init__(self, store: BoardStore, index: PatchIndex) -> None:
+    def __init__(self, store: BoardStore, index: PatchIndex, context: int = 0) -> None:
+        if context < 0:
+            raise ValueError(f"context must be >= 0 px, got {context}")
         self.store = store
         self.index = index
+        self.context = context
         self.shifts = store.shifts  # (n_boards, 2) tested-vs-reference offsets when registered
 
     def tested(self, i: int, dy: int = 0, dx: int = 0) -> np.ndarray:
-        """(h, w) uint8 tested crop of patch ``i``, optionally moved by (dy, dx)."""
-        r = self.index.rows[i]
-        return crop(self.store.tested[r["board"]], int(r["y"]) + dy, int(r["x"]) + dx, int(r["h"]), int(r["w"]))
+        """(h + 2c, w + 2c) uint8 tested crop of patch ``i``, optionally moved by (dy, dx)."""
+        r, c = self.index.rows[i], self.context
+        img = self.store.tested[int(r["board"])]
+        return crop(img, int(r["y"]) - c + dy, int(r["x"]) - c + dx, int(r["h"]) + 2 * c, int(r["w"]) + 2 * c, None)
+
+    def reference_box(self, i: int) -> tuple[int, int, int, int]:
+        """(y, x, h, w) of patch ``i``'s reference crop in its reference image (following the shift,
+        context included)."""
+        r, c = self.index.rows[i], self.context
+        y, x = int(r["y"]) - c, int(r["x"]) - c
+        if self.shifts is not None:
+            b = int(r["board"])
+            y, x = y - int(self.shifts[b, 0]), x - int(self.shifts[b, 1])
+        return y, x, int(r["h"]) + 2 * c, int(r["w"]) + 2 * c
+
+    def reference_key(self, i: int) -> tuple[str, int, int, int, int]:
+        """What identifies patch ``i``'s reference crop: its image's path and its box.
+
+        Patches of equal keys have equal reference crops (the paper's layout compares every tested
+        board of a type with one standard board).
+        """
+        return (str(self.store.pairs[int(self.index.rows[i]["board"])].template), *self.reference_box(i))
 
     def reference(self, i: int, dy: int = 0, dx: int = 0) -> np.ndarray:
-        """(h, w) uint8 reference crop of patch ``i``, optionally moved by (dy, dx).
+        """(h + 2c, w + 2c) uint8 reference crop of patch ``i``, optionally moved by (dy, dx).
 
         When the boards were registered, the crop follows the board's shift, so it shows what the
         tested crop should show (``tested[y, x] ~ reference[y - sy, x - sx]``).
         """
-        r = self.index.rows[i]
-        b = int(r["board"])
-        img = self.store.reference[b]
-        if self.shifts is not None:
-            dy, dx = dy - int(self.shifts[b, 0]), dx - int(self.shifts[b, 1])
-        return crop(img, int(r["y"]) + dy, int(r["x"]) + dx, int(r["h"]), int(r["w"]), fill=int(np.median(img)))
+        img = self.store.reference[int(self.index.rows[i]["board"])]
+        y, x, h, w = self.reference_box(i)
+        return crop(img, y + dy, x + dx, h, w, fill=None)
 
 
 class PairDataset(Dataset):
@@ -49,8 +71,8 @@ class PairDataset(Dataset):
     Items: tested (1, S, S) float32, reference (1, S, S) float32, label int64, group int64.
     """
 
-    def __init__(self, store: BoardStore, index: PatchIndex, size: int) -> None:
-        self.crops = PatchCropper(store, index)
+    def __init__(self, store: BoardStore, index: PatchIndex, size: int, context: int = 0) -> None:
+        self.crops = PatchCropper(store, index, context)
         self.index = index
         self.size = size
 
@@ -80,8 +102,9 @@ class TripletDataset(Dataset):
         size: int,
         augment: bool = False,
         seed: int = 0,
+        context: int = 0,
     ) -> None:
-        self.crops = PatchCropper(store, index)
+        self.crops = PatchCropper(store, index, context)
         self.index = index
         self.triplets = triplets
         self.size = size
@@ -122,8 +145,9 @@ class PairTrainDataset(Dataset):
         augment: bool = False,
         ref_shift: int = 0,
         seed: int = 0,
+        context: int = 0,
     ) -> None:
-        self.crops = PatchCropper(store, index)
+        self.crops = PatchCropper(store, index, context)
         self.index = index
         self.items = items
         self.size = size

@@ -11,11 +11,13 @@ GREY_MEAN = 0.449
 GREY_STD = 0.226
 
 
-def crop(img: np.ndarray, y: int, x: int, h: int, w: int, fill: int = 0) -> np.ndarray:
+def crop(img: np.ndarray, y: int, x: int, h: int, w: int, fill: int | None = 0) -> np.ndarray:
     """Crop ``[y, y+h) x [x, x+w)`` from ``img``, padding with ``fill`` where it leaves the image.
 
     Args:
         img: (H, W) uint8.
+        fill: the padding value; None for the image's median (the board's background), computed only
+            when the crop leaves the image.
 
     Returns:
         (h, w) uint8.
@@ -23,7 +25,7 @@ def crop(img: np.ndarray, y: int, x: int, h: int, w: int, fill: int = 0) -> np.n
     H, W = img.shape
     if y >= 0 and x >= 0 and y + h <= H and x + w <= W:
         return img[y : y + h, x : x + w]
-    out = np.full((h, w), fill, dtype=img.dtype)
+    out = np.full((h, w), int(np.median(img)) if fill is None else fill, dtype=img.dtype)
     ys, xs = max(y, 0), max(x, 0)
     ye, xe = min(y + h, H), min(x + w, W)
     if ye > ys and xe > xs:

@@ -84,6 +84,8 @@ class StackedPairNet(nn.Module):
     and the whole network runs in ``compare``.
     """
 
+    encodes_references = False  # nothing of a reference to compute once and share
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg

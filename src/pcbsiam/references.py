@@ -1,0 +1,171 @@
+"""Scoring patch pairs with each distinct reference encoded once per weight state.
+
+A reference crop is often shared: in the paper's layout every tested board of a PCB type is compared
+with the one standard board of that type, so the same reference patch appears once per tested board.
+:func:`score_index` encodes each distinct reference crop once and keeps the encodings in a
+:class:`ReferenceCache` tied to a fingerprint of the network's weights, so that later passes at the
+same weights (an epoch's calibration and validation passes, a calibration followed by an evaluation)
+reuse them, and a pass at other weights starts afresh. Where nothing is shared (DeepPCB: one
+template per tested image) it is the plain pair loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Hashable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pcbsiam.data.protocol import PatchIndex
+from pcbsiam.data.store import BoardStore
+from pcbsiam.data.torchdata import PairDataset, PatchCropper
+from pcbsiam.data.transforms import to_tensor
+from pcbsiam.engine import PairScores, autocast, evaluate, unwrap
+
+__all__ = ["ReferenceCache", "score_index", "weights_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+Encoded = torch.Tensor | list[torch.Tensor]
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A digest of every parameter and buffer of ``model`` but the decision threshold, which no
+    encoding depends on (equal digests: equal encodings)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, value in unwrap(model).state_dict().items():
+        if name == "threshold":
+            continue
+        h.update(name.encode())
+        h.update(str(value.dtype).encode())
+        h.update(value.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ReferenceCache:
+    """Encoded references of one weight state, keyed by the pixels they were cut from.
+
+    Args:
+        max_items: forget the oldest encodings beyond this many (the diff mode's per-stage maps are
+            large).
+    """
+
+    def __init__(self, max_items: int = 4096) -> None:
+        self.max_items = max_items
+        self.fingerprint: str | None = None
+        self._items: dict[Hashable, Encoded] = {}
+        self.hits = 0
+        self.encoded = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def bind(self, model: nn.Module) -> None:
+        """Tie the cache to ``model``'s current weights, emptying it if they changed."""
+        fp = weights_fingerprint(model)
+        if fp != self.fingerprint:
+            self._items.clear()
+            self.fingerprint = fp
+
+    def get(self, key: Hashable) -> Encoded | None:
+        """The encoding stored under ``key``, if any."""
+        return self._items.get(key)
+
+    def put(self, key: Hashable, value: Encoded) -> None:
+        """Store one reference's encoding (batch dimension 1)."""
+        self._items[key] = value
+        while len(self._items) > self.max_items:
+            self._items.pop(next(iter(self._items)))
+
+
+def _rows(enc: Encoded, i: int) -> Encoded:
+    # clones, so that a kept row does not hold on to the whole batch
+    return [e[i : i + 1].clone() for e in enc] if isinstance(enc, list) else enc[i : i + 1].clone()
+
+
+def _cat(parts: list[Encoded]) -> Encoded:
+    if isinstance(parts[0], list):
+        return [torch.cat(level) for level in zip(*parts, strict=True)]
+    return torch.cat(parts)
+
+
+def _batches(n: int, size: int) -> list[np.ndarray]:
+    return [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+@torch.inference_mode()
+def score_index(
+    model: nn.Module,
+    store: BoardStore,
+    index: PatchIndex,
+    size: int,
+    device: torch.device,
+    amp: bool = True,
+    batch_size: int = 64,
+    cache: ReferenceCache | None = None,
+    progress: Callable[[int], None] | None = None,
+    context: int = 0,
+) -> PairScores:
+    """Scores of every patch of ``index`` against its reference crop, as :func:`pcbsiam.engine.evaluate`.
+
+    Models whose ``encode`` leaves nothing to share (``encodes_references = False``, the stack mode),
+    and indexes whose reference crops are all distinct and not in the cache, take the plain pair loop.
+
+    Args:
+        model: a network with ``encode``, ``compare`` and ``score_pairs``.
+        store: the decoded boards of ``index``.
+        index: the patches.
+        size: the network's input size.
+        device: where to compute.
+        amp: bfloat16 autocast on CUDA.
+        batch_size: patches per forward pass.
+        cache: encodings kept between calls at equal weights; a private one when None.
+        progress: called with the number of patches done after each batch.
+        context: px of surroundings around each patch in its crops (``data.context``).
+    """
+    net = unwrap(model)
+    crops = PatchCropper(store, index, context)
+    keys = [crops.reference_key(i) for i in range(len(index))]
+    distinct = list(dict.fromkeys(keys))
+    shareable = getattr(net, "encodes_references", True)
+    if shareable and cache is not None:
+        cache.bind(net)
+        shareable = len(distinct) < len(keys) or any(cache.get(k) is not None for k in distinct)
+    else:
+        shareable = shareable and len(distinct) < len(keys)
+    if not shareable:
+        loader = DataLoader(PairDataset(store, index, size, context), batch_size=batch_size, shuffle=False)
+        return evaluate(model, loader, device, amp, progress)
+    if cache is None:
+        cache = ReferenceCache()
+        cache.bind(net)
+    cache.max_items = max(cache.max_items, len(distinct))
+    was_training = net.training
+    net.eval()
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}  # a patch showing each reference
+    todo = [k for k in distinct if cache.get(k) is None]
+    cache.hits += len(distinct) - len(todo)
+    for batch in _batches(len(todo), batch_size):
+        imgs = np.stack([crops.reference(first[todo[j]]) for j in batch])
+        with autocast(device, amp):
+            enc = net.encode(to_tensor(imgs, size).to(device))
+        for j_local, j in enumerate(batch):
+            cache.put(todo[j], _rows(enc, j_local))
+        cache.encoded += len(batch)
+    scores = []
+    for batch in _batches(len(keys), batch_size):
+        imgs = np.stack([crops.tested(int(i)) for i in batch])
+        ref = _cat([cache.get(keys[i]) for i in batch])
+        with autocast(device, amp):
+            s = net.compare(net.encode(to_tensor(imgs, size).to(device)), ref)
+        scores.append(s.float().cpu().double().numpy())
+        if progress is not None:
+            progress(len(batch))
+    net.train(was_training)
+    rows = index.rows
+    dists = np.concatenate(scores) if scores else np.zeros(0)
+    return PairScores(dists, rows["label"].astype(np.int64), rows["group"].astype(np.int64))
