@@ -66,6 +66,7 @@ def test_calibrate_evaluate_inspect_chain(
     )
     assert set(rep["by_type"]) <= {"open", "short", "mousebite", "spur", "spurious_copper", "pin_hole"}
     assert res["mean_std"]["accuracy"]["std"] == 0.0
+    assert res["models"]["classical"]["policy"] == "recall:0.9"  # the baseline at the model's kind of operating point
     for png in ("roc.png", "hist_m.png", "hist_classical.png"):
         assert (tmp_path / "eval" / png).stat().st_size > 1000
 

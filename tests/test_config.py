@@ -14,3 +14,14 @@ def test_overrides_are_typed_and_checked() -> None:
         load_config("tiny", ["data.contxt=8"])
     with pytest.raises(ConfigError, match="model.mode"):
         load_config("tiny", ["model.mode=late"])
+
+
+def test_every_shipped_preset_loads_and_sizes_its_input() -> None:
+    from pcbsiam.config import PRESET_DIR
+
+    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    assert {"paper", "cpu-small", "cpu-stack", "cpu-stack-ctx", "tiny"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        if cfg.data.context:  # a context preset feeds the crop unresized
+            assert cfg.model.input_size == cfg.data.patch + 2 * cfg.data.context, name

@@ -304,6 +304,9 @@ def evaluate_models(
 ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray, float]]]:
     """Evaluate calibrated bundles (and optionally the classical method) on the same patches.
 
+    The classical method is calibrated on the items not evaluated with the calibration policy of the
+    (last) bundle, so that both sit at the same kind of operating point (``accuracy``, ``recall:0.995``).
+
     With ``engines`` (``torch``, ``onnx-fp32``, ``onnx-int8``) each bundle is also scored through
     those inference engines, so a user sees what ONNX Runtime and int8 quantisation cost; the int8
     graph is calibrated on 256 training patches.
@@ -340,11 +343,13 @@ def evaluate_models(
         calib_subset = "train" if data.subset == "val" else "all"
         train = load_subset(root, split, calib_subset, evaluated, int(data.index.rows["h"][0]), cache_dir=cache_dir)
         scorer = classical_scorer()
-        cal = calibrate_scores(scorer(train.store, train.index), train.index.labels, "accuracy")
+        policy = bundle.policy  # the same operating policy as the (last) model's
+        cal = calibrate_scores(scorer(train.store, train.index), train.index.labels, policy)
         s = scorer(data.store, data.index)
         reports["classical"] = report(s, data.index, cal.threshold) | {
             "subset": data.subset,
             "calibrated_on": calib_subset,
+            "policy": policy,
         }
         curves["classical"] = (s, data.index.labels, cal.threshold)
     result: dict = {"models": reports}
