@@ -22,15 +22,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pcbsiam.serve.app import create_app
+    from pcbsiam.serve.service import ServiceSettings
 
     if args.torch_threads:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    app = create_app(
-        args.model,
-        db_url=args.db,
-        token=args.token or None,
+    settings = ServiceSettings(
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,
         max_concurrency=args.workers_threads,
@@ -40,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         store_images=not args.no_store_images,
     )
+    app = create_app(args.model, db_url=args.db, token=args.token or None, settings=settings)
     auth = "bearer token required on /v1/*" if args.token else "no token: the API is open"
     log.info("serving %s on http://%s:%d (%s; records in %s)", args.model, args.host, args.port, auth, args.db)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)

@@ -359,3 +359,19 @@ def test_queue_bound_gives_503(serve_bundle: Path, tmp_path: Path, monkeypatch) 
         service.close()
     assert second == 503 and "busy" in info["detail"] and info["retry-after"]
     assert first == 201
+
+
+def test_settings_are_checked_once_for_the_app_and_the_cli() -> None:
+    from pcbsiam.errors import PcbsiamError
+    from pcbsiam.serve.service import ServiceSettings
+
+    assert ServiceSettings(max_queue=0).inspector_args == {
+        "device": "cpu",
+        "overlap": 0.0,
+        "max_shift": 16,
+        "batch_size": 32,
+    }
+    with pytest.raises(PcbsiamError, match="max_concurrency must be >= 1"):
+        ServiceSettings(max_concurrency=0)
+    with pytest.raises(TypeError):
+        create_app("unused.bundle", max_uploads=1)  # a misspelt setting is refused before anything loads

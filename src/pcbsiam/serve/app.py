@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,7 @@ from pcbsiam.serve.schemas import (
     InspectionPage,
     record_out,
 )
-from pcbsiam.serve.service import InspectionService, ServiceError, Upload
+from pcbsiam.serve.service import InspectionService, ServiceError, ServiceSettings, Upload
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,8 @@ def create_app(
     bundle_path: str | Path,
     db_url: str = "sqlite:///inspections.db",
     token: str | None = None,
-    max_upload_bytes: int = 20 * 2**20,
-    max_pixels: int = 25_000_000,
-    max_concurrency: int = 2,
-    max_queue: int = 16,
-    overlap: float = 0.0,
-    max_shift: int = 16,
-    batch_size: int = 32,
-    device: str = "cpu",
-    store_images: bool = True,
+    settings: ServiceSettings | None = None,
+    **fields: Any,
 ) -> FastAPI:
     """The inspection service for a calibrated bundle.
 
@@ -96,20 +90,15 @@ def create_app(
         bundle_path: calibrated bundle file (``pcbsiam calibrate`` writes one).
         db_url: SQLAlchemy URL of the inspection records (SQLite files get WAL and ``synchronous=FULL``).
         token: bearer token required on ``/v1/*``; ``None`` leaves the API open.
-        max_upload_bytes: largest request body, enforced while it is read (413 beyond).
-        max_pixels: largest image, checked from its header before decoding (413 beyond).
-        max_concurrency: inspections running at once (worker threads).
-        max_queue: inspections waiting for a worker before new ones get 503.
-        overlap, max_shift, batch_size, device: inspection settings (see :class:`~pcbsiam.inference.Inspector`).
-        store_images: keep each tested image (lossless PNG) in its row, which the overlay endpoint needs.
+        settings: limits and inspection settings (:class:`~pcbsiam.serve.service.ServiceSettings`).
+        **fields: single settings overriding ``settings`` (``max_upload_bytes=...``, ``max_queue=...``).
 
     Raises:
         PcbsiamError: the bundle is missing, unreadable or uncalibrated, or the database cannot be opened.
+        TypeError: a field that is not a setting.
     """
-    settings = {"overlap": overlap, "max_shift": max_shift, "batch_size": batch_size, "device": device}
-    service = InspectionService(
-        bundle_path, db_url, max_pixels, max_concurrency, max_queue, store_images=store_images, **settings
-    )
+    settings = replace(settings or ServiceSettings(), **fields)
+    service = InspectionService(bundle_path, db_url, settings)
     store = service.store
     page = (resources.files("pcbsiam.serve") / "static" / "index.html").read_text(encoding="utf-8")
 
@@ -120,7 +109,7 @@ def create_app(
 
     app = FastAPI(title="pcbsiam inspection service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
-    app.add_middleware(Guard, token=token, max_body=max_upload_bytes)
+    app.add_middleware(Guard, token=token, max_body=settings.max_upload_bytes)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:

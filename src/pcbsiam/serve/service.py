@@ -135,12 +135,12 @@ def inspection_of(row: dict[str, Any]) -> Inspection:
     return Inspection(row["defective"], row["threshold"], shift, tiles, (row["height"], row["width"]), row["seconds"])
 
 
-class InspectionService:
-    """A loaded bundle, a bounded pool of inspection threads and the record store.
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Limits and inspection settings of the service.
 
-    Args:
-        bundle_path: calibrated bundle file.
-        db_url: SQLAlchemy URL of the record store (opened once the bundle has loaded).
+    Attributes:
+        max_upload_bytes: largest request body, enforced while it is read (413 beyond).
         max_pixels: largest image accepted, in pixels, checked from the header before decoding.
         max_concurrency: inspections run at once (worker threads).
         max_queue: inspections allowed to wait for a worker; beyond that requests get 503.
@@ -148,34 +148,53 @@ class InspectionService:
         store_images: keep the tested image (lossless PNG) in the row so that its overlay can be drawn later.
     """
 
-    def __init__(
-        self,
-        bundle_path: str | Path,
-        db_url: str,
-        max_pixels: int = 25_000_000,
-        max_concurrency: int = 2,
-        max_queue: int = 16,
-        overlap: float = 0.0,
-        max_shift: int = 16,
-        batch_size: int = 32,
-        device: str = "cpu",
-        store_images: bool = True,
-    ) -> None:
-        if max_concurrency < 1 or max_queue < 0:
-            raise PcbsiamError(f"max_concurrency must be >= 1 and max_queue >= 0, got {max_concurrency}, {max_queue}")
-        self.bundle = load_bundle(bundle_path, device)
+    max_upload_bytes: int = 20 * 2**20
+    max_pixels: int = 25_000_000
+    max_concurrency: int = 2
+    max_queue: int = 16
+    overlap: float = 0.0
+    max_shift: int = 16
+    batch_size: int = 32
+    device: str = "cpu"
+    store_images: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1 or self.max_queue < 0:
+            raise PcbsiamError(
+                f"max_concurrency must be >= 1 and max_queue >= 0, got {self.max_concurrency}, {self.max_queue}"
+            )
+
+    @property
+    def inspector_args(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~pcbsiam.inference.Inspector`."""
+        keys = ("device", "overlap", "max_shift", "batch_size")
+        return {k: getattr(self, k) for k in keys}
+
+
+class InspectionService:
+    """A loaded bundle, a bounded pool of inspection threads and the record store.
+
+    Args:
+        bundle_path: calibrated bundle file.
+        db_url: SQLAlchemy URL of the record store (opened once the bundle has loaded).
+        settings: limits and inspection settings (defaults when None).
+    """
+
+    def __init__(self, bundle_path: str | Path, db_url: str, settings: ServiceSettings | None = None) -> None:
+        s = self.settings = settings or ServiceSettings()
+        self.bundle = load_bundle(bundle_path, s.device)
         self.model_id = file_sha256(bundle_path)
-        self._inspector_args = {"device": device, "overlap": overlap, "max_shift": max_shift, "batch_size": batch_size}
+        self._inspector_args = s.inspector_args
         Inspector(self.bundle, **self._inspector_args)  # fails now, with a sentence, on an uncalibrated model
         self.store = InspectionStore(db_url)
-        self.max_pixels = max_pixels
-        self.store_images = store_images
-        self.capacity = max_concurrency + max_queue
-        self.max_concurrency = max_concurrency
+        self.max_pixels = s.max_pixels
+        self.store_images = s.store_images
+        self.capacity = s.max_concurrency + s.max_queue
+        self.max_concurrency = s.max_concurrency
         self._pending = 0
         self._lock = threading.Lock()
         self._local = threading.local()
-        self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="pcbsiam-inspect")
+        self.executor = ThreadPoolExecutor(s.max_concurrency, thread_name_prefix="pcbsiam-inspect")
 
     @property
     def boards(self) -> dict[str, tuple[int, int]]:
