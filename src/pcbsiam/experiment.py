@@ -747,6 +747,7 @@ def write_report(out_dir: str | Path) -> ExperimentReport:
                     "n": cells[cid]["n"],
                     "accuracy": ms.get("accuracy"),
                     "auroc": ms.get("auroc"),
+                    "train_seconds": ms.get("train_seconds"),
                 }
             )
         families[fname] = {"title": fam["title"], "rows": rows}
@@ -804,19 +805,22 @@ def render_tables(results: dict[str, Any]) -> str:
         + f"; seeds {', '.join(map(str, seeds))}; {results['runs_finished']} of {results['runs_total']} runs "
         "finished. Figures: mean ± sample standard deviation over the finished runs of the validation "
         "figures at each run's epoch of best validation AUROC (threshold calibrated for accuracy on "
-        'training patches). "paper (%)": the paper\'s accuracy where the grid gives it.'
+        'training patches); "training (s)": mean training time of a run (validation passes excluded). '
+        '"paper (%)": the paper\'s accuracy where the grid gives it.'
     )
     shared_any = False
     for fam in results["families"].values():
         lines += ["", f"## {fam['title']}", ""]
-        lines.append("| variant | accuracy (%) mean ± std | AUROC mean ± std | n runs | paper (%) |")
-        lines.append("| --- | --- | --- | --- | --- |")
+        lines.append("| variant | accuracy (%) mean ± std | AUROC mean ± std | training (s) | n runs | paper (%) |")
+        lines.append("| --- | --- | --- | ---: | --- | --- |")
         for row in fam["rows"]:
             mark = " \\*" if row["shared"] else ""
             shared_any |= row["shared"]
+            secs = row.get("train_seconds")
+            secs_cell = f"{secs['mean']:.0f}" if secs else "–"
             lines.append(
                 f"| {row['variant']}{mark} | {_ms_cell(row['accuracy'], True)} | {_ms_cell(row['auroc'], False)} "
-                f"| {row['n']} | {_paper_cell(row['paper'])} |"
+                f"| {secs_cell} | {row['n']} | {_paper_cell(row['paper'])} |"
             )
     if shared_any:
         lines += ["", "\\* the same configuration, and so the same runs, appears in more than one table."]
