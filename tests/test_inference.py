@@ -108,4 +108,6 @@ def test_context_tiles_show_the_surroundings(tmp_path: Path) -> None:
     result = Inspector(bundle).inspect(img, img, register=False)
     assert len(result.tiles) == 4 and {(t.h, t.w) for t in result.tiles} == {(64, 64)}  # verdicts per tile
     assert seen and all(s[-2:] == (80, 80) for s in seen)  # the network sees 64 + 2 x 8 px
-    assert Inspector(bundle)._crop(img, 0, 0, 64, 64).shape == (80, 80)
+    from pcbsiam.data.transforms import context_box, crop
+
+    assert crop(img, *context_box(0, 0, 64, 64, Inspector(bundle).context), fill=None).shape == (80, 80)

@@ -11,7 +11,7 @@ import torch
 
 from pcbsiam.bundle import Bundle
 from pcbsiam.data.protocol import grid_origins
-from pcbsiam.data.transforms import crop, to_tensor
+from pcbsiam.data.transforms import context_box, crop, to_tensor
 from pcbsiam.engine import autocast
 from pcbsiam.errors import PcbsiamError, RegistrationError
 from pcbsiam.registration import Shift, estimate_shift, shift_image
@@ -128,17 +128,14 @@ class Inspector:
         per-stage (M, C_s, H_s, W_s) feature maps in the reference-aware mode."""
         out = []
         for i in range(0, len(tiles), self.batch_size):
-            batch = [self._crop(image, *map(int, t)) for t in tiles[i : i + self.batch_size]]
+            # each tile with data.context px of its surroundings (the image's median beyond its edge)
+            boxes = [context_box(*map(int, t), self.context) for t in tiles[i : i + self.batch_size]]
+            batch = [crop(image, *box, fill=None) for box in boxes]
             with autocast(self.device):
                 out.append(self.model.encode(to_tensor(batch, self.size).to(self.device)))
         if isinstance(out[0], torch.Tensor):
             return torch.cat(out).float()
         return [torch.cat(stage).float() for stage in zip(*out, strict=True)]
-
-    def _crop(self, image: np.ndarray, y: int, x: int, h: int, w: int) -> np.ndarray:
-        """The tile with ``data.context`` px of its surroundings (the image's median beyond its edge)."""
-        c = self.context
-        return crop(image, y - c, x - c, h + 2 * c, w + 2 * c, fill=None if c else 0)
 
     def reference_embeddings(
         self, key: object, reference: np.ndarray, tiles: np.ndarray

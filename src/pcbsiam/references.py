@@ -131,17 +131,16 @@ def score_index(
     crops = PatchCropper(store, index, context)
     keys = [crops.reference_key(i) for i in range(len(index))]
     distinct = list(dict.fromkeys(keys))
-    shareable = getattr(net, "encodes_references", True)
-    if shareable and cache is not None:
-        cache.bind(net)
-        shareable = len(distinct) < len(keys) or any(cache.get(k) is not None for k in distinct)
-    else:
-        shareable = shareable and len(distinct) < len(keys)
-    if not shareable:
+    encodes = getattr(net, "encodes_references", True)
+    shared, bound = len(distinct) < len(keys), False
+    if encodes and cache is not None and len(cache):
+        cache.bind(net)  # hashing the weights is only worth it when the cache may hold these references
+        shared, bound = shared or any(cache.get(k) is not None for k in distinct), True
+    if not (encodes and shared):
         loader = DataLoader(PairDataset(store, index, size, context), batch_size=batch_size, shuffle=False)
         return evaluate(model, loader, device, amp, progress)
-    if cache is None:
-        cache = ReferenceCache()
+    cache = cache if cache is not None else ReferenceCache()
+    if not bound:
         cache.bind(net)
     cache.max_items = max(cache.max_items, len(distinct))
     was_training = net.training

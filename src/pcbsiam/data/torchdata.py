@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from pcbsiam.data.protocol import PatchIndex
 from pcbsiam.data.store import BoardStore
-from pcbsiam.data.transforms import apply_dihedral, crop, random_dihedral, to_tensor
+from pcbsiam.data.transforms import apply_dihedral, context_box, crop, random_dihedral, to_tensor
 
 
 class PatchCropper:
@@ -32,19 +32,19 @@ class PatchCropper:
 
     def tested(self, i: int, dy: int = 0, dx: int = 0) -> np.ndarray:
         """(h + 2c, w + 2c) uint8 tested crop of patch ``i``, optionally moved by (dy, dx)."""
-        r, c = self.index.rows[i], self.context
-        img = self.store.tested[int(r["board"])]
-        return crop(img, int(r["y"]) - c + dy, int(r["x"]) - c + dx, int(r["h"]) + 2 * c, int(r["w"]) + 2 * c, None)
+        r = self.index.rows[i]
+        y, x, h, w = context_box(int(r["y"]), int(r["x"]), int(r["h"]), int(r["w"]), self.context)
+        return crop(self.store.tested[int(r["board"])], y + dy, x + dx, h, w, fill=None)
 
     def reference_box(self, i: int) -> tuple[int, int, int, int]:
         """(y, x, h, w) of patch ``i``'s reference crop in its reference image (following the shift,
         context included)."""
-        r, c = self.index.rows[i], self.context
-        y, x = int(r["y"]) - c, int(r["x"]) - c
+        r = self.index.rows[i]
+        y, x, h, w = context_box(int(r["y"]), int(r["x"]), int(r["h"]), int(r["w"]), self.context)
         if self.shifts is not None:
             b = int(r["board"])
             y, x = y - int(self.shifts[b, 0]), x - int(self.shifts[b, 1])
-        return y, x, int(r["h"]) + 2 * c, int(r["w"]) + 2 * c
+        return y, x, h, w
 
     def reference_key(self, i: int) -> tuple[str, int, int, int, int]:
         """What identifies patch ``i``'s reference crop: its image's path and its box.

@@ -11,6 +11,11 @@ GREY_MEAN = 0.449
 GREY_STD = 0.226
 
 
+def context_box(y: int, x: int, h: int, w: int, context: int) -> tuple[int, int, int, int]:
+    """The box ``(y, x, h, w)`` grown by ``context`` px on each side (``data.context``)."""
+    return y - context, x - context, h + 2 * context, w + 2 * context
+
+
 def crop(img: np.ndarray, y: int, x: int, h: int, w: int, fill: int | None = 0) -> np.ndarray:
     """Crop ``[y, y+h) x [x, x+w)`` from ``img``, padding with ``fill`` where it leaves the image.
 

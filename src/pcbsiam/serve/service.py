@@ -184,13 +184,9 @@ class InspectionService:
         s = self.settings = settings or ServiceSettings()
         self.bundle = load_bundle(bundle_path, s.device)
         self.model_id = file_sha256(bundle_path)
-        self._inspector_args = s.inspector_args
-        Inspector(self.bundle, **self._inspector_args)  # fails now, with a sentence, on an uncalibrated model
+        Inspector(self.bundle, **s.inspector_args)  # fails now, with a sentence, on an uncalibrated model
         self.store = InspectionStore(db_url)
-        self.max_pixels = s.max_pixels
-        self.store_images = s.store_images
         self.capacity = s.max_concurrency + s.max_queue
-        self.max_concurrency = s.max_concurrency
         self._pending = 0
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -210,7 +206,7 @@ class InspectionService:
         # One inspector (and reference cache) per worker thread; the network itself is shared read-only.
         inspector = getattr(self._local, "inspector", None)
         if inspector is None:
-            inspector = self._local.inspector = Inspector(self.bundle, **self._inspector_args)
+            inspector = self._local.inspector = Inspector(self.bundle, **self.settings.inspector_args)
         return inspector
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -250,9 +246,9 @@ class InspectionService:
             ServiceError: bad image (413/422), sizes that cannot be registered (422), unknown board (422).
         """
         t0 = time.perf_counter()
-        image = decode_image(tested, self.max_pixels)
+        image = decode_image(tested, self.settings.max_pixels)
         if template is not None:
-            reference: np.ndarray | str = decode_image(template, self.max_pixels)
+            reference: np.ndarray | str = decode_image(template, self.settings.max_pixels)
         elif board is not None:
             self.check_board(board)
             reference = board
@@ -264,7 +260,7 @@ class InspectionService:
             raise ServiceError(422, str(exc)) from exc
         except PcbsiamError as exc:
             raise ServiceError(422, str(exc)) from exc
-        png = encode_png(image) if self.store_images else None
+        png = encode_png(image) if self.settings.store_images else None
         row = {
             "id": str(uuid.uuid4()),
             "created_at": datetime.now(UTC),
