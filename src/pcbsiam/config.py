@@ -110,6 +110,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{name} must be at least 1, got {getattr(cfg.train, name)}")
     if cfg.model.embedding_dim < 1 or cfg.model.input_size < 16:
         raise ConfigError("model.embedding_dim must be >= 1 and model.input_size >= 16")
+    if cfg.model.band < 0 or not 0.0 < cfg.model.band_level < 1.0:
+        raise ConfigError(
+            "model.band must be >= 0 px and model.band_level in (0, 1), "
+            f"got {cfg.model.band} and {cfg.model.band_level}"
+        )
+    if cfg.model.band > 0 and cfg.model.mode != "stack":
+        raise ConfigError(f"model.band (the tolerance-band channel) needs model.mode=stack, not {cfg.model.mode!r}")
     if cfg.data.context < 0:
         raise ConfigError(f"data.context must be >= 0 px, got {cfg.data.context}")
 

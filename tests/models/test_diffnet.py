@@ -45,3 +45,25 @@ def test_stack_mode_scores_pairs_and_encode_is_identity() -> None:
     with torch.no_grad():
         assert model.score_pairs(t, r).shape == (2,)
         assert torch.allclose(model.compare(t, r), model(t, r))
+
+
+def test_stack_mode_with_band_feeds_a_fourth_channel_that_changes_the_score() -> None:
+    model = create_model(ModelConfig(mode="stack", backbone="resnet18", scales=[2, 3], hidden_dim=16, band=2)).eval()
+    assert model.backbone.conv1.in_channels == 4
+    r = torch.full((1, 1, 32, 32), -1.0)
+    t = r.clone()
+    t[..., 10:14, 10:14] = 2.0  # bright spot where the reference is dark: defect pixels in channel 4
+    x = model.channels(t, r)
+    assert x.shape == (1, 4, 32, 32) and x[0, 3].sum() == 16
+    with torch.no_grad():
+        assert model(t, r).shape == (1,)
+
+
+def test_band_needs_the_stack_mode() -> None:
+    from pcbsiam.config import load_config
+
+    with pytest.raises(ConfigError, match="needs model.mode=stack"):
+        load_config("tiny", ["model.band=2"])
+    with pytest.raises(ConfigError, match="band_level"):
+        load_config("cpu-stack-band", ["model.band_level=1.5"])
+    assert load_config("cpu-stack-band").model.band == 2

@@ -3,7 +3,9 @@
 ``diff``: one shared backbone over tested and reference patch, per-stage feature differences fused
 before pooling, so that a defect of a few pixels is not pooled away first.
 ``stack``: early fusion: the tested patch, its reference and their absolute difference enter one
-backbone as three channels, so the first convolution already sees where the two disagree.
+backbone as three channels, so the first convolution already sees where the two disagree; with
+``model.band`` > 0 a fourth channel holds the defect pixels of a classical tolerance-band comparison
+(:mod:`pcbsiam.models.band`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcbsiam.models.backbone import check_scales, create_backbone
+from pcbsiam.models.band import band_defects
 from pcbsiam.models.siamese import ModelConfig
 
 
@@ -78,7 +81,8 @@ class ReferenceAwareNet(nn.Module):
 
 
 class StackedPairNet(nn.Module):
-    """Early fusion of a pair: channels (tested, reference, |tested - reference|) into one backbone.
+    """Early fusion of a pair: channels (tested, reference, |tested - reference|) into one backbone,
+    plus the tolerance-band defect map when ``cfg.band`` > 0.
 
     Nothing of a reference can be computed ahead of its tested patch, so ``encode`` is the identity
     and the whole network runs in ``compare``.
@@ -89,9 +93,17 @@ class StackedPairNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = create_backbone(cfg.backbone, check_scales(cfg.scales), in_chans=3)
+        in_chans = 4 if cfg.band > 0 else 3
+        self.backbone = create_backbone(cfg.backbone, check_scales(cfg.scales), in_chans=in_chans)
         self.head = PooledHead(list(self.backbone.feature_info.channels()), cfg.hidden_dim)
         self.register_buffer("threshold", torch.tensor(float("nan")))
+
+    def channels(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) tested and reference patches -> (B, 3 or 4, S, S) backbone input."""
+        stacked = [tested, reference, (tested - reference).abs()]
+        if self.cfg.band > 0:
+            stacked.append(band_defects(tested, reference, self.cfg.band, self.cfg.band_level))
+        return torch.cat(stacked, dim=1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The patches themselves: (B, 1, S, S)."""
@@ -103,7 +115,7 @@ class StackedPairNet(nn.Module):
 
     def forward(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Args: (B, 1, S, S) tested and reference patches. Returns: (B,) defect logits."""
-        return self.head(self.backbone(torch.cat([tested, reference, (tested - reference).abs()], dim=1)))
+        return self.head(self.backbone(self.channels(tested, reference)))
 
     def score_pairs(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B,) scores of patch pairs (the quantity the threshold applies to)."""

@@ -36,6 +36,8 @@ class ModelConfig:
     input_size: int = 128
     num_classes: int = 1
     weights: str | None = None
+    band: int = 0  # stack mode: tolerance-band radius (px) of the classical-comparison channel; 0 = none
+    band_level: float = 0.5  # its binarisation level, a fraction of full scale
 
 
 class SiameseFusionNet(nn.Module):
