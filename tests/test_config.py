@@ -10,6 +10,9 @@ def test_overrides_are_typed_and_checked() -> None:
     assert load_config("tiny").data.context == 0  # the protocol's patch alone unless asked
     with pytest.raises(ConfigError, match="data.context must be >= 0"):
         load_config("tiny", ["data.context=-2"])
+    with pytest.raises(ConfigError, match="set data.register=true"):
+        load_config("tiny", ["data.local_shift=3"])
+    assert load_config("tiny", ["data.register=true", "data.local_shift=3"]).data.local_shift == 3
     with pytest.raises(ConfigError, match="unknown setting"):
         load_config("tiny", ["data.contxt=8"])
     with pytest.raises(ConfigError, match="model.mode"):

@@ -66,8 +66,8 @@ def test_bad_pairs_are_refused_with_sentences(tiny_bundle: Path) -> None:
 def test_registered_board_embeddings_are_computed_once(tiny_bundle: Path) -> None:
     inspector = Inspector(load_bundle(tiny_bundle))
     calls = []
-    real = inspector.embed_tiles
-    inspector.embed_tiles = lambda img, tiles: calls.append(1) or real(img, tiles)  # type: ignore[method-assign]
+    real = inspector.encode_crops
+    inspector.encode_crops = lambda crops: calls.append(1) or real(crops)  # type: ignore[method-assign]
     for _ in range(3):
         inspector.inspect(board(1, 192), "demo")
     assert len(calls) == 3 + 1  # three tested images, one reference
@@ -111,3 +111,26 @@ def test_context_tiles_show_the_surroundings(tmp_path: Path) -> None:
     from pcbsiam.data.transforms import context_box, crop
 
     assert crop(img, *context_box(0, 0, 64, 64, Inspector(bundle).context), fill=None).shape == (80, 80)
+
+
+def test_tile_crops_agree_on_a_shifted_defect_free_board(tmp_path: Path) -> None:
+    from pcbsiam.config import load_config
+    from pcbsiam.registration import Shift
+
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "b.bundle", patch=64, input_size=80))
+    bundle.cfg = load_config("tiny", ["data.patch=64", "data.context=8", "model.input_size=80"])
+    big = board(4, 224)
+    tested, reference = big[5:197, 2:194], big[2:194, 4:196]  # tested[y, x] = reference[y + 3, x - 2]
+    inspector = Inspector(bundle)
+    tiles = tile_grid(192, 192, 64)
+    boxes, t, r = inspector.crop_tiles(tested, reference, tiles, Shift(-3, 2, 1.0))
+    assert len(boxes) == 9 and boxes[0] == (-8 + 3, -8 - 2, 80, 80)
+    # with context and a shift, border tiles leave one image or the other: the crops still agree
+    assert all(np.array_equal(a, b) for a, b in zip(t, r, strict=True))
+    # the same with a per-tile refinement, from a global shift that is off by (1, -1)
+    bundle.cfg = load_config(
+        "tiny", ["data.patch=64", "data.context=8", "model.input_size=80", "data.register=true", "data.local_shift=2"]
+    )
+    boxes, t, r = Inspector(bundle).crop_tiles(tested, reference, tiles, Shift(-2, 1, 1.0))
+    assert boxes[4] == (64 - 8 + 3, 64 - 8 - 2, 80, 80)
+    assert np.array_equal(t[4], r[4])

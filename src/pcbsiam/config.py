@@ -30,6 +30,7 @@ class DataConfig:
     workers: int = 0
     register: bool = False
     context: int = 0  # px of surroundings around each patch shown to the network; the label stays the patch's
+    local_shift: int = 0  # with register: per-patch refinement of the reference crop by up to this many px
 
 
 @dataclass
@@ -117,6 +118,10 @@ def validate(cfg: Config) -> None:
         )
     if cfg.model.band > 0 and cfg.model.mode != "stack":
         raise ConfigError(f"model.band (the tolerance-band channel) needs model.mode=stack, not {cfg.model.mode!r}")
+    if cfg.data.local_shift < 0:
+        raise ConfigError(f"data.local_shift must be >= 0 px, got {cfg.data.local_shift}")
+    if cfg.data.local_shift > 0 and not cfg.data.register:
+        raise ConfigError("data.local_shift refines the global shift of data.register: set data.register=true")
     if cfg.data.context < 0:
         raise ConfigError(f"data.context must be >= 0 px, got {cfg.data.context}")
 

@@ -52,6 +52,7 @@ def load_subset(
     max_patches: int | None = None,
     seed: int = 0,
     register: bool = False,
+    local_shift: int = 0,
 ) -> PatchSet:
     """Read a data set and keep one subset of its items.
 
@@ -61,6 +62,8 @@ def load_subset(
         max_patches: keep at most this many patches (drawn once with ``seed``).
         register: estimate each board's shift so that reference crops follow it (models trained
             with ``data.register``).
+        local_shift: with ``register``, refine each patch's reference crop by up to this many px
+            (``data.local_shift``).
 
     Raises:
         DataError: the subset holds no item or no patch.
@@ -79,7 +82,7 @@ def load_subset(
     if len(store) == 0:
         raise DataError(Path(root), f"the {subset!r} subset of {split} holds no readable item")
     if register:
-        register_store(store)
+        register_store(store, local_shift=local_shift)
     index = subsample(patches_of(store, patch, stride), max_patches, seed)
     if len(index) == 0:
         raise DataError(Path(root), f"the {subset!r} subset of {split} gives no patch of {patch} px")
@@ -132,6 +135,7 @@ def training_patches(
         cache_dir=cache_dir,
         max_patches=n,
         register=bundle.cfg.data.register,
+        local_shift=bundle.cfg.data.local_shift,
     )
     size, ctx = bundle.cfg.model.input_size, bundle.cfg.data.context
     tested, _, _, _ = next(iter(pair_loader(data.store, data.index, size, n, context=ctx)))
@@ -239,6 +243,7 @@ def bundle_scores(
         cache_dir=cache_dir,
         max_patches=max_patches,
         register=bundle.cfg.data.register,
+        local_shift=bundle.cfg.data.local_shift,
     )
     return data, model_scorer(bundle, device)(data.store, data.index)
 

@@ -11,10 +11,10 @@ import torch
 
 from pcbsiam.bundle import Bundle
 from pcbsiam.data.protocol import grid_origins
-from pcbsiam.data.transforms import context_box, crop, to_tensor
+from pcbsiam.data.transforms import context_box, crop_pair, refine_shift, to_tensor
 from pcbsiam.engine import autocast
 from pcbsiam.errors import PcbsiamError, RegistrationError
-from pcbsiam.registration import Shift, estimate_shift, shift_image
+from pcbsiam.registration import Shift, estimate_shift
 
 
 @dataclass
@@ -115,6 +115,7 @@ class Inspector:
         self.model = bundle.model.to(self.device).eval()
         self.tile = bundle.cfg.data.patch
         self.context = bundle.cfg.data.context
+        self.local_shift = bundle.cfg.data.local_shift if bundle.cfg.data.register else 0
         self.size = bundle.cfg.model.input_size
         self.overlap = overlap
         self.max_shift = max_shift
@@ -123,33 +124,55 @@ class Inspector:
         self.cache_size = cache_size
 
     @torch.inference_mode()
-    def embed_tiles(self, image: np.ndarray, tiles: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
-        """Encodings of the tiles of a (H, W) uint8 image: (M, D) embeddings in the paper's mode,
-        per-stage (M, C_s, H_s, W_s) feature maps in the reference-aware mode."""
+    def encode_crops(self, crops: list[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+        """Encodings of (h, w) uint8 crops: (M, D) embeddings in the paper's mode, per-stage
+        (M, C_s, H_s, W_s) feature maps in the diff mode, the patches themselves in the stack mode."""
         out = []
-        for i in range(0, len(tiles), self.batch_size):
-            # each tile with data.context px of its surroundings (the image's median beyond its edge)
-            boxes = [context_box(*map(int, t), self.context) for t in tiles[i : i + self.batch_size]]
-            batch = [crop(image, *box, fill=None) for box in boxes]
+        for i in range(0, len(crops), self.batch_size):
             with autocast(self.device):
-                out.append(self.model.encode(to_tensor(batch, self.size).to(self.device)))
+                out.append(self.model.encode(to_tensor(crops[i : i + self.batch_size], self.size).to(self.device)))
         if isinstance(out[0], torch.Tensor):
             return torch.cat(out).float()
         return [torch.cat(stage).float() for stage in zip(*out, strict=True)]
 
-    def reference_embeddings(
-        self, key: object, reference: np.ndarray, tiles: np.ndarray
-    ) -> torch.Tensor | list[torch.Tensor]:
-        """Embeddings of a reference's tiles, cached under ``key`` (e.g. board name and shift)."""
+    def reference_embeddings(self, key: object, crops: list[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+        """Encodings of a reference's crops, cached under ``key`` (board name and crop boxes)."""
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        emb = self.embed_tiles(reference, tiles)
+        emb = self.encode_crops(crops)
         if key is not None:
             self._cache[key] = emb
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return emb
+
+    def crop_tiles(
+        self, tested: np.ndarray, reference: np.ndarray, tiles: np.ndarray, shift: Shift
+    ) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray], list[np.ndarray]]:
+        """Tested and reference crops of each tile, as training cut them.
+
+        Each tile grows by ``data.context`` px; its reference crop follows the board's shift (and the
+        per-tile refinement of ``data.local_shift``); where either image has nothing to show, the two
+        crops agree (:func:`pcbsiam.data.transforms.crop_pair`).
+
+        Returns:
+            (reference boxes, tested crops, reference crops).
+        """
+        fill = int(np.median(reference))
+        boxes, tested_crops, reference_crops = [], [], []
+        for tile in tiles:
+            tbox = context_box(*map(int, tile), self.context)
+            y, x, h, w = tbox
+            rbox = (y - shift.dy, x - shift.dx, h, w)
+            if self.local_shift > 0:
+                dy, dx = refine_shift(tested, reference, tbox, rbox, self.local_shift)
+                rbox = (rbox[0] + dy, rbox[1] + dx, h, w)
+            t, r = crop_pair(tested, reference, tbox, rbox, fill)
+            boxes.append(rbox)
+            tested_crops.append(t)
+            reference_crops.append(r)
+        return boxes, tested_crops, reference_crops
 
     def register(self, tested: np.ndarray, reference: np.ndarray) -> Shift:
         """Shift of ``tested`` relative to ``reference``; a sentence if they cannot be registered."""
@@ -177,10 +200,10 @@ class Inspector:
                 raise PcbsiamError(f"unknown board {name!r}; registered boards: {known}")
             reference = self.bundle.boards[name]
         shift = self.register(tested, reference) if register else Shift(0, 0, 1.0)
-        aligned = shift_image(reference, shift.dy, shift.dx, fill=int(np.median(reference)))
         tiles = tile_grid(*tested.shape, self.tile, self.overlap)
-        ref_emb = self.reference_embeddings(None if name is None else (name, shift.dy, shift.dx), aligned, tiles)
-        dist = self.model.compare(self.embed_tiles(tested, tiles), ref_emb).float().cpu().numpy()
+        boxes, tested_crops, reference_crops = self.crop_tiles(tested, reference, tiles, shift)
+        ref_emb = self.reference_embeddings(None if name is None else (name, tuple(boxes)), reference_crops)
+        dist = self.model.compare(self.encode_crops(tested_crops), ref_emb).float().cpu().numpy()
         thr = self.bundle.threshold
         results = [
             TileResult(int(y), int(x), int(h), int(w), float(d), bool(d > thr))

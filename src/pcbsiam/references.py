@@ -157,7 +157,7 @@ def score_index(
         cache.encoded += len(batch)
     scores = []
     for batch in _batches(len(keys), batch_size):
-        imgs = np.stack([crops.tested(int(i)) for i in batch])
+        imgs = np.stack([crops.pair(int(i))[0] for i in batch])
         ref = _cat([cache.get(keys[i]) for i in batch])
         with autocast(device, amp):
             s = net.compare(net.encode(to_tensor(imgs, size).to(device)), ref)

@@ -76,7 +76,7 @@ def prepare_data(cfg: Config) -> SplitData:
     for err in store.skipped:
         log.warning("skipped %s", err)
     if cfg.data.register:
-        register_store(store)
+        register_store(store, local_shift=cfg.data.local_shift)
     if len(store) == 0:
         raise ConfigError(f"no readable items in {cfg.data.root} ({len(store.skipped)} skipped)")
     if cfg.data.holdout_groups:

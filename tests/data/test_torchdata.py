@@ -81,3 +81,28 @@ def test_context_crops_hold_the_patch_in_their_centre(tiny_deeppcb: Path) -> Non
     assert t.shape == r.shape == (1, 44, 44)
     with pytest.raises(ValueError, match="context"):
         PatchCropper(store, index, context=-1)
+
+
+def test_local_refinement_and_shared_padding(tiny_deeppcb: Path) -> None:
+    store = load_store(read_deeppcb(tiny_deeppcb))
+    tested = store.tested[0]
+    rolled = np.roll(tested, (2, -3), axis=(0, 1))
+    rolled[:, :2] = rolled[:, -2:] = 0  # no wrapped content in the local window of the checked patch
+    store.reference[0] = rolled
+    register_store(store, max_shift=1, local_shift=3)  # the global search cannot reach (2, -3)
+    assert store.local_shift == 3 and store.subset([0]).local_shift == 3  # subsets keep it
+    index = patches_of(store, patch=32)
+    inner = (index.rows["board"] == 0) & (index.rows["y"] > 0) & (index.rows["x"] > 0)
+    i = int(np.flatnonzero(inner & (index.rows["y"] + 32 < tested.shape[0]))[0])
+    c = PatchCropper(store, index)
+    t, r = c.pair(i)
+    assert np.array_equal(t, r) and np.array_equal(r, c.reference(i))
+    y, x = int(index.rows[i]["y"]), int(index.rows[i]["x"])
+    sy, sx = store.shifts[0]
+    assert c.reference_box(i) == (y - sy + 2, x - sx - 3, 32, 32)
+    assert c.reference_key(i)[1:] == c.reference_box(i)  # the cache key follows the refined crop
+    # a border patch with context: the part beyond the tested image shows the reference's pixels
+    wide = PatchCropper(store, index, context=6)
+    corner = int(np.flatnonzero((index.rows["board"] == 0) & (index.rows["y"] == 0) & (index.rows["x"] == 0))[0])
+    t, r = wide.pair(corner)
+    assert np.array_equal(t[:6], r[:6]) and np.array_equal(t[:, :6], r[:, :6])

@@ -33,6 +33,7 @@ class BoardStore:
         skipped: items that could not be decoded or checked, and those the reader skipped.
         shifts: (n, 2) int (dy, dx) of each tested image relative to its reference once
             :func:`register_store` ran (``tested[y, x] ~ reference[y - dy, x - dx]``), else None.
+        local_shift: px of per-patch refinement on top of ``shifts`` (``data.local_shift``); 0 = none.
     """
 
     pairs: list[BoardPair]
@@ -40,6 +41,7 @@ class BoardStore:
     reference: list[np.ndarray]
     skipped: list[DataError] = field(default_factory=list)
     shifts: np.ndarray | None = None
+    local_shift: int = 0
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -61,6 +63,7 @@ class BoardStore:
             [self.tested[i] for i in idx],
             [self.reference[i] for i in idx],
             shifts=None if self.shifts is None else self.shifts[idx],
+            local_shift=self.local_shift,
         )
 
 
@@ -164,10 +167,11 @@ def _save_cache(cache_dir: Path, store: BoardStore) -> None:
     (cache_dir / f"{path.stem}.json").write_text(json.dumps([str(p.tested) for p in store.pairs]))
 
 
-def register_store(store: BoardStore, max_shift: int = 16) -> BoardStore:
+def register_store(store: BoardStore, max_shift: int = 16, local_shift: int = 0) -> BoardStore:
     """Estimate every board's global shift against its reference (0, 0 where none is reliable).
 
-    Sets and returns ``store`` with ``store.shifts`` (n, 2).
+    Sets and returns ``store`` with ``store.shifts`` (n, 2) and ``store.local_shift``: patches then
+    refine their reference crop by up to that many px (:class:`pcbsiam.data.torchdata.PatchCropper`).
     """
     from pcbsiam.errors import RegistrationError
     from pcbsiam.registration import estimate_shift
@@ -180,4 +184,5 @@ def register_store(store: BoardStore, max_shift: int = 16) -> BoardStore:
         except RegistrationError as exc:
             log.warning("%s: not registered (%s)", store.pairs[i].name, exc)
     store.shifts = shifts
+    store.local_shift = local_shift
     return store

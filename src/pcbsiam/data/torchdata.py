@@ -8,18 +8,26 @@ from torch.utils.data import Dataset
 
 from pcbsiam.data.protocol import PatchIndex
 from pcbsiam.data.store import BoardStore
-from pcbsiam.data.transforms import apply_dihedral, context_box, crop, random_dihedral, to_tensor
+from pcbsiam.data.transforms import (
+    apply_dihedral,
+    context_box,
+    crop,
+    crop_pair,
+    random_dihedral,
+    refine_shift,
+    to_tensor,
+)
 
 
 class PatchCropper:
     """Crops tested and reference patches of a PatchIndex out of a BoardStore.
 
     Args:
-        store: the decoded boards.
+        store: the decoded boards; when registered, reference crops follow each board's global shift
+            and, with ``store.local_shift`` = k > 0, a per-patch refinement of up to k px.
         index: the patches.
         context: px of surroundings added on each side of every crop (``data.context``): a patch of
-            h x w gives (h + 2c) x (w + 2c) crops, the patch in their centre. Where a crop leaves the
-            image it is padded with the image's median.
+            h x w gives (h + 2c) x (w + 2c) crops, the patch in their centre.
     """
 
     def __init__(self, store: BoardStore, index: PatchIndex, context: int = 0) -> None:
@@ -29,21 +37,39 @@ class PatchCropper:
         self.index = index
         self.context = context
         self.shifts = store.shifts  # (n_boards, 2) tested-vs-reference offsets when registered
+        self.local_shift = store.local_shift
+        self._refined: dict[int, tuple[int, int]] = {}
+        self._fill: dict[int, int] = {}
 
-    def tested(self, i: int, dy: int = 0, dx: int = 0) -> np.ndarray:
-        """(h + 2c, w + 2c) uint8 tested crop of patch ``i``, optionally moved by (dy, dx)."""
+    def _box(self, i: int) -> tuple[int, int, int, int]:
         r = self.index.rows[i]
-        y, x, h, w = context_box(int(r["y"]), int(r["x"]), int(r["h"]), int(r["w"]), self.context)
-        return crop(self.store.tested[int(r["board"])], y + dy, x + dx, h, w, fill=None)
+        return context_box(int(r["y"]), int(r["x"]), int(r["h"]), int(r["w"]), self.context)
+
+    def fill(self, board: int) -> int:
+        """Padding of both crops of ``board``: its reference's median (the board's background)."""
+        if board not in self._fill:
+            self._fill[board] = int(np.median(self.store.reference[board]))
+        return self._fill[board]
+
+    def tested(self, i: int) -> np.ndarray:
+        """(h + 2c, w + 2c) uint8 tested crop of patch ``i`` alone, padded with the image's median."""
+        return crop(self.store.tested[int(self.index.rows[i]["board"])], *self._box(i), fill=None)
 
     def reference_box(self, i: int) -> tuple[int, int, int, int]:
-        """(y, x, h, w) of patch ``i``'s reference crop in its reference image (following the shift,
-        context included)."""
-        r = self.index.rows[i]
-        y, x, h, w = context_box(int(r["y"]), int(r["x"]), int(r["h"]), int(r["w"]), self.context)
-        if self.shifts is not None:
-            b = int(r["board"])
-            y, x = y - int(self.shifts[b, 0]), x - int(self.shifts[b, 1])
+        """(y, x, h, w) of patch ``i``'s reference crop in its reference image (following the global
+        shift and the local refinement, context included)."""
+        y, x, h, w = self._box(i)
+        if self.shifts is None:
+            return y, x, h, w
+        b = int(self.index.rows[i]["board"])
+        y, x = y - int(self.shifts[b, 0]), x - int(self.shifts[b, 1])
+        if self.local_shift > 0:
+            if i not in self._refined:
+                self._refined[i] = refine_shift(
+                    self.store.tested[b], self.store.reference[b], self._box(i), (y, x, h, w), self.local_shift
+                )
+            dy, dx = self._refined[i]
+            y, x = y + dy, x + dx
         return y, x, h, w
 
     def reference_key(self, i: int) -> tuple[str, int, int, int, int]:
@@ -60,9 +86,19 @@ class PatchCropper:
         When the boards were registered, the crop follows the board's shift, so it shows what the
         tested crop should show (``tested[y, x] ~ reference[y - sy, x - sx]``).
         """
-        img = self.store.reference[int(self.index.rows[i]["board"])]
+        b = int(self.index.rows[i]["board"])
         y, x, h, w = self.reference_box(i)
-        return crop(img, y + dy, x + dx, h, w, fill=None)
+        return crop(self.store.reference[b], y + dy, x + dx, h, w, fill=self.fill(b))
+
+    def pair(self, i: int, dy: int = 0, dx: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Tested and reference crops of patch ``i`` (reference moved by (dy, dx)) that agree where
+        either image has nothing to show (:func:`pcbsiam.data.transforms.crop_pair`); the reference
+        crop equals :meth:`reference`."""
+        b = int(self.index.rows[i]["board"])
+        y, x, h, w = self.reference_box(i)
+        return crop_pair(
+            self.store.tested[b], self.store.reference[b], self._box(i), (y + dy, x + dx, h, w), self.fill(b)
+        )
 
 
 class PairDataset(Dataset):
@@ -81,8 +117,9 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         r = self.index.rows[i]
-        t = to_tensor(self.crops.tested(i)[None], self.size)[0]
-        ref = to_tensor(self.crops.reference(i)[None], self.size)[0]
+        tested, reference = self.crops.pair(i)
+        t = to_tensor(tested[None], self.size)[0]
+        ref = to_tensor(reference[None], self.size)[0]
         return t, ref, int(r["label"]), int(r["group"])
 
 
@@ -162,7 +199,7 @@ class PairTrainDataset(Dataset):
         i = int(self.items[k])
         rng = np.random.default_rng([self.seed, k])
         dy, dx = rng.integers(-self.ref_shift, self.ref_shift + 1, 2) if self.ref_shift else (0, 0)
-        tested, reference = self.crops.tested(i), self.crops.reference(i, int(dy), int(dx))
+        tested, reference = self.crops.pair(i, int(dy), int(dx))
         if self.augment:
             turns, flip = random_dihedral(rng)
             tested, reference = apply_dihedral(tested, turns, flip), apply_dihedral(reference, turns, flip)

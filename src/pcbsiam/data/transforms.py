@@ -38,6 +38,87 @@ def crop(img: np.ndarray, y: int, x: int, h: int, w: int, fill: int | None = 0) 
     return out
 
 
+def inside(y: int, x: int, h: int, w: int, shape: tuple[int, ...]) -> np.ndarray:
+    """(h, w) bool: which pixels of the crop ``[y, y+h) x [x, x+w)`` lie inside an image of ``shape``."""
+    rows = (np.arange(y, y + h) >= 0) & (np.arange(y, y + h) < shape[0])
+    cols = (np.arange(x, x + w) >= 0) & (np.arange(x, x + w) < shape[1])
+    return rows[:, None] & cols[None, :]
+
+
+def crop_pair(
+    tested: np.ndarray,
+    reference: np.ndarray,
+    tested_box: tuple[int, int, int, int],
+    reference_box: tuple[int, int, int, int],
+    fill: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tested and reference crops that agree wherever either image has nothing to show.
+
+    Where a box leaves its image (a border patch with context, or a reference crop moved by the
+    board's shift), the tested crop takes the reference crop's pixels, and both are padded with the
+    same ``fill``: padding never looks like a difference between the two.
+
+    Args:
+        tested: (H, W) uint8 tested image.
+        reference: (H', W') uint8 reference image.
+        tested_box: (y, x, h, w) in ``tested``.
+        reference_box: (y, x, h, w) in ``reference``, same h and w.
+        fill: padding value (the reference's background).
+
+    Returns:
+        (h, w) uint8 tested and reference crops.
+    """
+    t = crop(tested, *tested_box, fill=fill)
+    r = crop(reference, *reference_box, fill=fill)
+    valid = inside(*tested_box, tested.shape) & inside(*reference_box, reference.shape)
+    if not valid.all():
+        t = np.where(valid, t, r)
+    return t, r
+
+
+def refine_shift(
+    tested: np.ndarray, reference: np.ndarray, box: tuple[int, int, int, int], reference_box: tuple, radius: int
+) -> tuple[int, int]:
+    """The move of ``reference_box`` within +-``radius`` px that best matches the tested crop.
+
+    Local registration on top of a board's global shift: boards are not perfectly rigid, and a few px
+    of local misalignment look like a defect. The match is the mean absolute difference over the
+    pixels both crops have; ties go to the smallest move, so a featureless patch stays put.
+
+    Args:
+        tested: (H, W) uint8 tested image; ``box`` its crop (y, x, h, w).
+        reference: (H', W') uint8 reference image; ``reference_box`` the crop before refinement.
+        radius: largest move in px per axis.
+
+    Returns:
+        (dy, dx) to add to ``reference_box``'s corner.
+    """
+    if radius <= 0:
+        return 0, 0
+    y, x, h, w = reference_box
+    t = crop(tested, *box, fill=0).astype(np.int16)
+    t_ok = inside(*box, tested.shape)
+    big = crop(reference, y - radius, x - radius, h + 2 * radius, w + 2 * radius, fill=0).astype(np.int16)
+    big_ok = inside(y - radius, x - radius, h + 2 * radius, w + 2 * radius, reference.shape)
+    whole = bool(t_ok.all() and big_ok.all())
+    best, best_key = (0, 0), None
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            sl = (slice(radius + dy, radius + dy + h), slice(radius + dx, radius + dx + w))
+            diff = np.abs(t - big[sl])
+            if whole:
+                cost = float(diff.mean())
+            else:
+                ok = t_ok & big_ok[sl]
+                if not ok.any():
+                    continue
+                cost = float(diff[ok].mean())
+            key = (cost, abs(dy) + abs(dx))
+            if best_key is None or key < best_key:
+                best, best_key = (dy, dx), key
+    return best
+
+
 def to_tensor(patches: np.ndarray | list[np.ndarray], size: int) -> torch.Tensor:
     """Stack uint8 patches into a normalised float batch, resized to ``size`` where needed.
 

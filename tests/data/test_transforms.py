@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from pcbsiam.data.transforms import crop, crop_pair, inside, refine_shift
+
+
+def _board(size: int = 96, seed: int = 0) -> np.ndarray:
+    """Random binary blobs: every shift of it looks different."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((size // 8, size // 8)) > 0.5
+    return (np.kron(coarse, np.ones((8, 8), bool)) * 255).astype(np.uint8)
+
+
+def test_inside_marks_the_pixels_within_the_image() -> None:
+    m = inside(-1, 3, 3, 4, (4, 5))
+    assert m.shape == (3, 4)
+    assert m.tolist() == [[False] * 4, [True, True, False, False], [True, True, False, False]]
+
+
+def test_crop_pair_agrees_wherever_either_image_has_nothing() -> None:
+    big = _board(128)
+    tested, reference = big[5:101, 2:98], big[2:98, 4:100]  # tested[y, x] = reference[y + 3, x - 2]
+    for box in [(-8, -8, 40, 40), (70, 70, 40, 40), (30, 30, 20, 20)]:
+        y, x, h, w = box
+        t, r = crop_pair(tested, reference, box, (y + 3, x - 2, h, w), fill=7)
+        assert np.array_equal(t, r)  # the same content, and the padding never differs
+    # where both have content the crops are the images' own
+    t, r = crop_pair(tested, reference, (-8, -8, 40, 40), (-5, -10, 40, 40), fill=7)
+    assert np.array_equal(t[8:, 10:], tested[:32, 2:32]) and (r[:5] == 7).all()
+
+
+def test_crop_pair_keeps_a_difference_inside_both_images() -> None:
+    reference = _board(64)
+    tested = reference.copy()
+    tested[20:24, 20:24] = 255 - tested[20:24, 20:24]
+    t, r = crop_pair(tested, reference, (-4, -4, 40, 40), (-4, -4, 40, 40), fill=0)
+    assert (t != r).sum() == 16
+
+
+@pytest.mark.parametrize("move", [(0, 0), (2, -1), (-3, 3)])
+def test_refine_shift_finds_a_local_misalignment(move: tuple[int, int]) -> None:
+    big = _board(128, seed=1)
+    tested = big[16:112, 16:112]
+    reference = big[16 - move[0] : 112 - move[0], 16 - move[1] : 112 - move[1]]
+    box = (30, 30, 40, 40)
+    # the reference crop at the same box is off by `move`; the refinement moves it back
+    assert refine_shift(tested, reference, box, box, radius=3) == move
+    y, x, h, w = box
+    dy, dx = move
+    assert np.array_equal(crop(tested, *box), crop(reference, y + dy, x + dx, h, w))
+
+
+def test_refine_shift_stays_put_without_evidence_and_within_its_radius() -> None:
+    flat = np.full((64, 64), 200, np.uint8)
+    assert refine_shift(flat, flat, (10, 10, 20, 20), (10, 10, 20, 20), radius=3) == (0, 0)
+    assert refine_shift(flat, flat, (10, 10, 20, 20), (10, 10, 20, 20), radius=0) == (0, 0)
+    big = _board(128, seed=2)
+    tested, reference = big[16:112, 16:112], big[10:106, 16:112]  # 6 px away: beyond a radius of 2
+    dy, dx = refine_shift(tested, reference, (30, 30, 40, 40), (30, 30, 40, 40), radius=2)
+    assert max(abs(dy), abs(dx)) <= 2
