@@ -82,15 +82,17 @@ def test_grid_file_errors_are_sentences(tmp_path: Path) -> None:
 def test_shipped_grids() -> None:
     for name, n_seeds, base_backbone in (("paper", 6, "resnet50"), ("cpu", 3, "resnet18")):
         plan = plan_experiment(name)
-        assert len(plan.seeds) == n_seeds and len(plan.cells) == 16
+        assert len(plan.seeds) == n_seeds and len(plan.cells) == 17
         assert list(plan.families) == ["backbone", "embedding", "scales", "loss", "mode"]
         shared = plan.families["backbone"][base_backbone]
         assert len(plan.cells[shared].variants) == 5  # the full model is trained once for all tables
         modes = {
             v: plan.cells[plan.families["mode"][v]].config["model"].get("mode", "paper")
-            for v in ("paper", "diff", "stack")
+            for v in ("paper", "diff", "stack", "stack+band")
         }
-        assert modes == {"paper": "paper", "diff": "diff", "stack": "stack"}
+        assert modes == {"paper": "paper", "diff": "diff", "stack": "stack", "stack+band": "stack"}
+        band = plan.cells[plan.families["mode"]["stack+band"]].config
+        assert band["model"]["band"] == 2 and band["data"]["local_shift"] == 3
         assert plan.grid.families["backbone"].paper["resnet50"] == "95.42 ± 0.31"
     assert load_grid("paper").base == "paper"
 
