@@ -11,7 +11,7 @@ import torch
 
 from pcbsiam.bundle import Bundle
 from pcbsiam.data.protocol import grid_origins
-from pcbsiam.data.transforms import context_box, crop_pair, refine_shift, to_tensor
+from pcbsiam.data.transforms import context_box, crop_pair, registered_box, to_tensor
 from pcbsiam.engine import autocast
 from pcbsiam.errors import PcbsiamError, RegistrationError
 from pcbsiam.registration import Shift, estimate_shift
@@ -115,7 +115,7 @@ class Inspector:
         self.model = bundle.model.to(self.device).eval()
         self.tile = bundle.cfg.data.patch
         self.context = bundle.cfg.data.context
-        self.local_shift = bundle.cfg.data.local_shift if bundle.cfg.data.register else 0
+        self.local_shift = bundle.cfg.data.local_shift  # the config allows it only with data.register
         self.size = bundle.cfg.model.input_size
         self.overlap = overlap
         self.max_shift = max_shift
@@ -163,11 +163,7 @@ class Inspector:
         boxes, tested_crops, reference_crops = [], [], []
         for tile in tiles:
             tbox = context_box(*map(int, tile), self.context)
-            y, x, h, w = tbox
-            rbox = (y - shift.dy, x - shift.dx, h, w)
-            if self.local_shift > 0:
-                dy, dx = refine_shift(tested, reference, tbox, rbox, self.local_shift)
-                rbox = (rbox[0] + dy, rbox[1] + dx, h, w)
+            rbox = registered_box(tested, reference, tbox, (shift.dy, shift.dx), self.local_shift)
             t, r = crop_pair(tested, reference, tbox, rbox, fill)
             boxes.append(rbox)
             tested_crops.append(t)

@@ -14,7 +14,7 @@ from pcbsiam.data.transforms import (
     crop,
     crop_pair,
     random_dihedral,
-    refine_shift,
+    registered_box,
     to_tensor,
 )
 
@@ -38,7 +38,7 @@ class PatchCropper:
         self.context = context
         self.shifts = store.shifts  # (n_boards, 2) tested-vs-reference offsets when registered
         self.local_shift = store.local_shift
-        self._refined: dict[int, tuple[int, int]] = {}
+        self._reference_boxes: dict[int, tuple[int, int, int, int]] = {}
         self._fill: dict[int, int] = {}
 
     def _box(self, i: int) -> tuple[int, int, int, int]:
@@ -58,19 +58,14 @@ class PatchCropper:
     def reference_box(self, i: int) -> tuple[int, int, int, int]:
         """(y, x, h, w) of patch ``i``'s reference crop in its reference image (following the global
         shift and the local refinement, context included)."""
-        y, x, h, w = self._box(i)
         if self.shifts is None:
-            return y, x, h, w
-        b = int(self.index.rows[i]["board"])
-        y, x = y - int(self.shifts[b, 0]), x - int(self.shifts[b, 1])
-        if self.local_shift > 0:
-            if i not in self._refined:
-                self._refined[i] = refine_shift(
-                    self.store.tested[b], self.store.reference[b], self._box(i), (y, x, h, w), self.local_shift
-                )
-            dy, dx = self._refined[i]
-            y, x = y + dy, x + dx
-        return y, x, h, w
+            return self._box(i)
+        if i not in self._reference_boxes:  # the local refinement searches: once per patch
+            b = int(self.index.rows[i]["board"])
+            self._reference_boxes[i] = registered_box(
+                self.store.tested[b], self.store.reference[b], self._box(i), self.shifts[b], self.local_shift
+            )
+        return self._reference_boxes[i]
 
     def reference_key(self, i: int) -> tuple[str, int, int, int, int]:
         """What identifies patch ``i``'s reference crop: its image's path and its box.

@@ -119,6 +119,30 @@ def refine_shift(
     return best
 
 
+def registered_box(
+    tested: np.ndarray,
+    reference: np.ndarray,
+    box: tuple[int, int, int, int],
+    shift: tuple[int, int],
+    local_shift: int = 0,
+) -> tuple[int, int, int, int]:
+    """The reference crop that shows what ``box`` of the tested image should show.
+
+    Args:
+        tested: (H, W) uint8 tested image; ``box`` a crop (y, x, h, w) of it.
+        reference: (H', W') uint8 reference image.
+        shift: the board's global (dy, dx), ``tested[y, x] ~ reference[y - dy, x - dx]``.
+        local_shift: the crop then moves by up to this many px to the best match (:func:`refine_shift`).
+
+    Returns:
+        (y, x, h, w) in ``reference``.
+    """
+    y, x, h, w = box
+    moved = (y - int(shift[0]), x - int(shift[1]), h, w)
+    dy, dx = refine_shift(tested, reference, box, moved, local_shift)
+    return moved[0] + dy, moved[1] + dx, h, w
+
+
 def to_tensor(patches: np.ndarray | list[np.ndarray], size: int) -> torch.Tensor:
     """Stack uint8 patches into a normalised float batch, resized to ``size`` where needed.
 
