@@ -99,22 +99,34 @@ TINY_TRAIN = [
 
 
 def make_tiny_bundle(
-    path: Path, threshold: float = 0.5, patch: int = 64, input_size: int = 32, boards: dict | None = None
+    path: Path,
+    threshold: float = 0.5,
+    patch: int = 64,
+    input_size: int = 32,
+    boards: dict | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> Path:
-    """Save a calibrated bundle of an untrained tiny network (ResNet18, 32 px input, 8-d embedding)."""
+    """Save a calibrated bundle of an untrained tiny network (ResNet18, 32 px input, 8-d embedding);
+    ``overrides`` (``model.mode=stack``, ...) give the other modes."""
     import torch
 
-    from pcbsiam.bundle import Bundle
     from pcbsiam.config import load_config
-    from pcbsiam.models import SiameseFusionNet
+    from pcbsiam.deploy.bundle import Bundle
+    from pcbsiam.models import create_model
 
     torch.manual_seed(0)
     cfg = load_config(
         "tiny",
-        [f"data.patch={patch}", f"model.input_size={input_size}", "model.hidden_dim=32", "model.embedding_dim=8"],
+        [
+            f"data.patch={patch}",
+            f"model.input_size={input_size}",
+            "model.hidden_dim=32",
+            "model.embedding_dim=8",
+            *overrides,
+        ],
     )
     cfg.model.num_classes = 2
-    model = SiameseFusionNet(cfg.model).eval()
+    model = create_model(cfg.model).eval()
     model.threshold.fill_(threshold)
     return Bundle(model, cfg, ["g1", "g2"], "accuracy", {"note": "test bundle"}, boards or {}).save(path)
 
@@ -129,7 +141,7 @@ def tiny_bundle(tmp_path: Path) -> Path:
 def tiny_run(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny training run folder on the synthetic boards (about 10 s)."""
     from pcbsiam.config import load_config
-    from pcbsiam.training import fit
+    from pcbsiam.train.fit import fit
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     fit(load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}"]), out)

@@ -1,6 +1,6 @@
 """Tagged torch files: state dicts and plain values in one file with a format tag and version, written
 atomically and read with ``weights_only=True``. Training checkpoints use them directly; model bundles
-(:mod:`pcbsiam.bundle`) are tagged files of their own format."""
+(:mod:`pcbsiam.deploy.bundle`) are tagged files of their own format."""
 
 from __future__ import annotations
 

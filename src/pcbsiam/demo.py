@@ -11,12 +11,12 @@ from pcbsiam.data.images import load_gray
 from pcbsiam.data.sources import patches_of, read_boards
 from pcbsiam.data.store import load_store
 from pcbsiam.data.synth import write_dataset
-from pcbsiam.evaluation import calibrate_model, evaluate_models
-from pcbsiam.inference import Inspector
+from pcbsiam.deploy.inspector import Inspector
+from pcbsiam.evaluation.evaluate import calibrate_model, evaluate_models
 from pcbsiam.io import write_json
-from pcbsiam.plots import plot_distance_histograms, plot_roc
-from pcbsiam.training import fit
-from pcbsiam.viz import render_overlay
+from pcbsiam.train.fit import fit
+from pcbsiam.viz.overlay import render_overlay
+from pcbsiam.viz.plots import plot_distance_histograms, plot_roc
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def run_demo(
             *curves["model"],
             out / "distances.png",
             title="validation patches",
-            xlabel="L2 distance" if bundle.cfg.model.mode == "paper" else "defect score (logit)",
+            xlabel=bundle.model.score_label,
         ),
         plot_roc({n: c[:2] for n, c in curves.items()}, out / "roc.png"),
     ]

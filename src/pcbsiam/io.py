@@ -1,14 +1,17 @@
-"""Atomic file writing: a crash never leaves a half-written file behind."""
+"""Atomic file writing (a crash never leaves a half-written file behind) and reading of append-only logs."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -51,3 +54,25 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log, one per line; [] when the file does not exist.
+
+    An append-only log of a killed process may end in a cut line: a last line that does not parse is
+    skipped with a warning. A bad line before the last one means the file is damaged: ValueError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    out: list[dict[str, Any]] = []
+    for k, (n, line) in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if k == len(lines) - 1:
+                log.warning("%s: skipped its last line %d, cut short by an interrupted write", path, n)
+                break
+            raise ValueError(f"{path} line {n} is not JSON ({exc.msg}); the log is damaged") from exc
+    return out

@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pcbsiam.data.crops import PatchSpec
 from pcbsiam.data.deeppcb import find_pcbdata, parse_annotation, read_deeppcb
 from pcbsiam.errors import DataError
 from tests.conftest import write_deeppcb
@@ -88,10 +89,10 @@ def test_shared_trainval_lists_1000_pairs(shared_deeppcb: Path) -> None:
 
 
 def test_a_few_real_boards_decode_and_cut(shared_deeppcb: Path) -> None:
+    from pcbsiam.data.datasets import PairDataset
     from pcbsiam.data.records import BoardList
     from pcbsiam.data.sources import patches_of
     from pcbsiam.data.store import load_store
-    from pcbsiam.data.torchdata import PairDataset
 
     boards = read_deeppcb(shared_deeppcb, "trainval.txt")
     some = BoardList([p for p in boards.pairs if p.name in {"00041000", "20085000", "92000001"}])
@@ -100,6 +101,6 @@ def test_a_few_real_boards_decode_and_cut(shared_deeppcb: Path) -> None:
     assert all(t.shape == (640, 640) and t.dtype == np.uint8 for t in store.tested)
     index = patches_of(store)
     assert 0 < len(index) <= 75 and index.stats()["defective"] > 0
-    tested, reference, label, _ = PairDataset(store, index, 128)[0]
+    tested, reference, label, _ = PairDataset(store, index, PatchSpec())[0]
     assert tested.shape == reference.shape == (1, 128, 128)
     assert float((tested - reference).abs().mean()) < 0.5  # a patch and its template crop look alike

@@ -68,11 +68,11 @@ def test_inspect_with_template_then_db_round_trip(client: TestClient, db_path: P
     body = res.json()
     assert res.headers["location"] == f"/v1/inspections/{body['id']}"
     assert body["verdict"] == "defective" and body["defective"] is True
-    assert body["max_distance"] > body["threshold"]
+    assert body["max_score"] > body["threshold"]
     assert body["shift"] == {"dy": 0, "dx": 0, "score": pytest.approx(body["shift"]["score"])}
     assert len(body["tiles"]) == body["tile_count"] == 9
     assert body["defective_tiles"] == sum(t["defective"] for t in body["tiles"]) >= 1
-    assert set(body["tiles"][0]) == {"y", "x", "h", "w", "distance", "defective"}
+    assert set(body["tiles"][0]) == {"y", "x", "h", "w", "score", "defective"}
     assert body["board"] is None and body["reference_filename"] == "template.png"
     assert body["seconds"] > 0 and body["created_at"].endswith(("Z", "+00:00"))
 
@@ -99,7 +99,7 @@ def test_inspect_with_board_name_and_overlay(client: TestClient) -> None:
     res = post(client, png_bytes(good_board()), board_name="demo")
     assert res.status_code == 201, res.text
     body = res.json()
-    assert body["verdict"] == "pass" and body["max_distance"] == pytest.approx(0.0, abs=1e-5)
+    assert body["verdict"] == "pass" and body["max_score"] == pytest.approx(0.0, abs=1e-5)
     assert body["board"] == "demo" and body["reference_sha256"] is None
     png = client.get(body["overlay_url"])
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pcbsiam.cli_serve import main
+from pcbsiam.cli.serve import main
 from tests.serve.conftest import bad_board, free_port, good_board, png_bytes, wait_healthy
 
 for _module in ("fastapi", "uvicorn", "multipart", "sqlalchemy"):
@@ -31,7 +31,7 @@ def start_server(bundle: Path, db: Path, port: int, log: Path) -> subprocess.Pop
     cmd = [
         sys.executable,
         "-m",
-        "pcbsiam.cli_serve",
+        "pcbsiam.cli.serve",
         "serve",
         "--model",
         str(bundle),

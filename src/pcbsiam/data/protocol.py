@@ -81,11 +81,39 @@ class PatchIndex:
         }
 
 
-def grid_origins(length: int, patch: int, stride: int) -> list[int]:
-    """Top-left coordinates of patches of size ``patch`` every ``stride`` px inside ``length`` px."""
+def grid_origins(length: int, patch: int, stride: int, cover: bool = False) -> list[int]:
+    """Top-left coordinates of patches of size ``patch`` every ``stride`` px inside ``length`` px.
+
+    With ``cover`` a last patch flush with the end is added where the grid stops short of it.
+    """
     if length < patch:
         return []
-    return list(range(0, length - patch + 1, stride))
+    starts = list(range(0, length - patch + 1, stride))
+    return [*starts, length - patch] if cover and starts[-1] != length - patch else starts
+
+
+def tile_grid(height: int, width: int, tile: int, stride: int | None = None, cover: bool = False) -> np.ndarray:
+    """The one grid of square tiles that the protocol, the classical comparison and inspection use.
+
+    Args:
+        height: image height in px.
+        width: image width in px.
+        tile: tile side.
+        stride: step between tiles (default ``tile``: no overlap).
+        cover: add a last row and column flush with the image border, so every pixel is covered.
+
+    Returns:
+        (M, 4) int64 rows ``(y, x, h, w)``, row-major; (0, 4) when no tile fits.
+    """
+    stride = tile if stride is None else stride
+    if tile < 1 or stride < 1:
+        raise ValueError(f"tile size and stride must be positive, got {tile} and {stride}")
+    rows = [
+        (y, x, tile, tile)
+        for y in grid_origins(height, tile, stride, cover)
+        for x in grid_origins(width, tile, stride, cover)
+    ]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
 
 def overlap_fractions(boxes: np.ndarray, y: int, x: int, h: int, w: int) -> np.ndarray:
@@ -140,9 +168,6 @@ def cut_patches(
         min_fraction: least overlap fraction of a box for a defective patch (protocol: 0.5).
         groups: group names to index into (default: sorted groups of ``pairs``).
     """
-    stride = stride or patch
-    if patch <= 0 or stride <= 0:
-        raise ValueError(f"patch size and stride must be positive, got {patch} and {stride}")
     groups = groups if groups is not None else sorted({p.group for p in pairs})
     gid = {g: i for i, g in enumerate(groups)}
     out = []
@@ -150,9 +175,16 @@ def cut_patches(
         if pair.label is not None:
             out.append((b, 0, 0, h, w, pair.label, 0, gid[pair.group]))
             continue
-        for y in grid_origins(h, patch, stride):
-            for x in grid_origins(w, patch, stride):
-                label, kind = label_patch(pair.boxes, y, x, patch, patch, min_fraction)
-                if label >= 0:
-                    out.append((b, y, x, patch, patch, label, kind, gid[pair.group]))
+        for y, x, _, _ in tile_grid(h, w, patch, stride).tolist():
+            label, kind = label_patch(pair.boxes, y, x, patch, patch, min_fraction)
+            if label >= 0:
+                out.append((b, y, x, patch, patch, label, kind, gid[pair.group]))
     return PatchIndex(np.array(out, dtype=PATCH_DTYPE), list(groups))
+
+
+def subsample(index: PatchIndex, limit: int | None, seed: int) -> PatchIndex:
+    """At most ``limit`` rows, drawn once with ``seed`` (all rows when ``limit`` is None)."""
+    if limit is None or len(index) <= limit:
+        return index
+    keep = np.sort(np.random.default_rng(seed).choice(len(index), size=limit, replace=False))
+    return index.select(keep)

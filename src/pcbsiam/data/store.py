@@ -171,10 +171,10 @@ def register_store(store: BoardStore, max_shift: int = 16, local_shift: int = 0)
     """Estimate every board's global shift against its reference (0, 0 where none is reliable).
 
     Sets and returns ``store`` with ``store.shifts`` (n, 2) and ``store.local_shift``: patches then
-    refine their reference crop by up to that many px (:class:`pcbsiam.data.torchdata.PatchCropper`).
+    refine their reference crop by up to that many px (:class:`pcbsiam.data.datasets.PatchCropper`).
     """
+    from pcbsiam.data.registration import estimate_shift
     from pcbsiam.errors import RegistrationError
-    from pcbsiam.registration import estimate_shift
 
     shifts = np.zeros((len(store), 2), dtype=np.int64)
     for i in range(len(store)):

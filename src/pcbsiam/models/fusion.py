@@ -1,4 +1,4 @@
-"""The paper's deep feature fusion: per-stage global max pooling, concatenation, fc layers, L2 norm."""
+"""Heads over multi-scale feature maps: the paper's fusion into an embedding, and a pooled scoring head."""
 
 from __future__ import annotations
 
@@ -30,3 +30,26 @@ class FusionHead(nn.Module):
         """Args: features, one (B, C_s, H_s, W_s) per stage. Returns: (B, D) unit-norm embeddings."""
         h = F.relu(self.fc1(self.pool(features)))
         return F.normalize(self.fc2(h).float(), p=2, dim=1)
+
+
+class PooledHead(nn.Module):
+    """Per-stage global max and mean pooling, concatenated, fc -> ReLU -> fc 1 (the reference-aware modes).
+
+    Args:
+        in_channels: channel count of each stage's map.
+        hidden_dim: width of the hidden layer.
+    """
+
+    def __init__(self, in_channels: list[int], hidden_dim: int = 512) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(2 * sum(in_channels), hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Args: per stage (B, C_s, H_s, W_s). Returns: (B,) logits."""
+        pooled = [
+            p
+            for f in features
+            for p in (F.adaptive_max_pool2d(f, 1).flatten(1), F.adaptive_avg_pool2d(f, 1).flatten(1))
+        ]
+        return self.fc2(F.relu(self.fc1(torch.cat(pooled, dim=1)))).squeeze(1).float()

@@ -238,9 +238,9 @@ def create_app(
         },
     )
     async def overlay(inspection_id: str) -> Response:
-        """The tested image with each tile tinted by its distance and defective tiles outlined in red.
+        """The tested image with each tile tinted by its score and defective tiles outlined in red.
 
-        Drawn on request from the stored image and tile distances.
+        Drawn on request from the stored image and tile scores.
         """
         png = await service.run(service.overlay, inspection_id)
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})

@@ -69,7 +69,8 @@ inspections = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("verdict", String(16), nullable=False),
     Column("defective", Boolean, nullable=False),
-    Column("max_distance", Float, nullable=False),
+    Column("max_score", Float, nullable=False),
+    Column("score_name", String(64), nullable=False),
     Column("threshold", Float, nullable=False),
     Column("shift_dy", Integer, nullable=False),
     Column("shift_dx", Integer, nullable=False),
@@ -110,7 +111,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur.close()
 
 
-def open_engine(url: str, create: bool = True) -> Engine:
+def open_database(url: str, create: bool = True) -> Engine:
     """An engine for ``url``; SQLite files get WAL and ``synchronous=FULL``.
 
     Args:
@@ -149,7 +150,7 @@ class InspectionStore:
     def __init__(self, url: str, create: bool = True) -> None:
         self.url = url
         try:
-            self.engine = open_engine(url, create)
+            self.db = open_database(url, create)
         except (SQLAlchemyError, ValueError, OSError, ImportError) as exc:
             try:
                 shown = make_url(url).render_as_string(hide_password=True)
@@ -159,18 +160,18 @@ class InspectionStore:
 
     def add(self, row: dict[str, Any]) -> None:
         """Insert one row and commit it (durably on SQLite) before returning."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(inspections.insert().values(**row))
 
     def get(self, inspection_id: str) -> dict[str, Any] | None:
         """The row of an inspection without its image, or ``None``."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(select(*RECORD_COLUMNS).where(inspections.c.id == inspection_id)).mappings().first()
         return None if row is None else dict(row)
 
     def image(self, inspection_id: str) -> tuple[bool, dict[str, Any] | None, bytes | None]:
         """(found, row without image, stored tested PNG or ``None``) of an inspection."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(select(inspections).where(inspections.c.id == inspection_id)).mappings().first()
         if row is None:
             return False, None, None
@@ -208,7 +209,7 @@ class InspectionStore:
             .limit(limit)
             .offset(offset)
         )
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
             total = conn.execute(select(func.count()).select_from(inspections).where(*conds)).scalar_one()
         return rows, int(total)
@@ -217,7 +218,7 @@ class InspectionStore:
         """The ids of ``ids`` that have no row."""
         wanted = list(dict.fromkeys(ids))
         found: set[str] = set()
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i : i + 500]
                 found.update(conn.execute(select(inspections.c.id).where(inspections.c.id.in_(chunk))).scalars())
@@ -225,9 +226,9 @@ class InspectionStore:
 
     def ping(self) -> None:
         """Raise if the database cannot be queried."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
         """Release the connection pool."""
-        self.engine.dispose()
+        self.db.dispose()

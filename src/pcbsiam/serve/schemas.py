@@ -15,8 +15,8 @@ class Tile(BaseModel):
     x: int = Field(description="left column of the tile in the tested image, px")
     h: int = Field(description="tile height, px")
     w: int = Field(description="tile width, px")
-    distance: float = Field(description="L2 distance between the tile's embedding and the reference tile's")
-    defective: bool = Field(description="distance > threshold")
+    score: float = Field(description="the model's score of the tile against its reference tile (see score_name)")
+    defective: bool = Field(description="score > threshold")
 
 
 class ShiftOut(BaseModel):
@@ -41,8 +41,9 @@ class InspectionSummary(BaseModel):
     created_at: datetime = Field(description="when the inspection was recorded, UTC")
     verdict: Literal["defective", "pass"]
     defective: bool = Field(description="True when any tile is above the threshold")
-    threshold: float = Field(description="the model's calibrated distance threshold")
-    max_distance: float = Field(description="largest tile distance")
+    threshold: float = Field(description="the model's calibrated threshold on the tile score")
+    max_score: float = Field(description="largest tile score")
+    score_name: str = Field(description="what the scores are: 'L2 distance' (paper's mode) or 'defect score (logit)'")
     shift: ShiftOut
     size: Size = Field(description="size of the tested image")
     tile_count: int

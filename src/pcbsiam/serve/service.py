@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pcbsiam.bundle import load_bundle
 from pcbsiam.data.images import to_gray
+from pcbsiam.deploy.bundle import load_bundle
+from pcbsiam.deploy.inspector import Inspection, Inspector, TileResult
 from pcbsiam.errors import PcbsiamError, RegistrationError
-from pcbsiam.inference import Inspection, Inspector, TileResult
 from pcbsiam.serve.db import InspectionStore
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ def inspection_of(row: dict[str, Any]) -> Inspection:
     """Rebuild an :class:`Inspection` from a stored row (for drawing its overlay)."""
     tiles = [TileResult(**t) for t in row["tiles"]]
     shift = {"dy": row["shift_dy"], "dx": row["shift_dx"], "score": row["shift_score"]}
-    return Inspection(row["defective"], row["threshold"], shift, tiles, (row["height"], row["width"]), row["seconds"])
+    size = (row["height"], row["width"])
+    return Inspection(row["defective"], row["threshold"], shift, tiles, size, row["seconds"], row["score_name"])
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ class ServiceSettings:
         max_pixels: largest image accepted, in pixels, checked from the header before decoding.
         max_concurrency: inspections run at once (worker threads).
         max_queue: inspections allowed to wait for a worker; beyond that requests get 503.
-        overlap, max_shift, batch_size, device: passed to :class:`~pcbsiam.inference.Inspector`.
+        overlap, max_shift, batch_size, device: passed to :class:`~pcbsiam.deploy.inspector.Inspector`.
         store_images: keep the tested image (lossless PNG) in the row so that its overlay can be drawn later.
     """
 
@@ -166,7 +167,7 @@ class ServiceSettings:
 
     @property
     def inspector_args(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`~pcbsiam.inference.Inspector`."""
+        """Keyword arguments of :class:`~pcbsiam.deploy.inspector.Inspector`."""
         keys = ("device", "overlap", "max_shift", "batch_size")
         return {k: getattr(self, k) for k in keys}
 
@@ -266,7 +267,8 @@ class InspectionService:
             "created_at": datetime.now(UTC),
             "verdict": "defective" if result.defective else "pass",
             "defective": bool(result.defective),
-            "max_distance": float(result.max_distance),
+            "max_score": float(result.max_score),
+            "score_name": result.score_name,
             "threshold": float(result.threshold),
             "shift_dy": int(result.shift["dy"]),
             "shift_dx": int(result.shift["dx"]),
@@ -276,7 +278,7 @@ class InspectionService:
             "tile_count": len(result.tiles),
             "defective_tiles": sum(t.defective for t in result.tiles),
             "tiles": [
-                {"y": t.y, "x": t.x, "h": t.h, "w": t.w, "distance": float(t.distance), "defective": t.defective}
+                {"y": t.y, "x": t.x, "h": t.h, "w": t.w, "score": float(t.score), "defective": t.defective}
                 for t in result.tiles
             ],
             "tested_sha256": tested.sha256,
@@ -291,12 +293,12 @@ class InspectionService:
         return {**row, "has_image": png is not None}
 
     def overlay(self, inspection_id: str) -> bytes:
-        """PNG of the stored tested image with the stored tile distances drawn on it (runs on a worker thread).
+        """PNG of the stored tested image with the stored tile scores drawn on it (runs on a worker thread).
 
         Raises:
             ServiceError: 404 for an unknown id or an inspection recorded without its image.
         """
-        from pcbsiam.viz import render_overlay
+        from pcbsiam.viz.overlay import render_overlay
 
         found, row, png = self.store.image(inspection_id)
         if not found:

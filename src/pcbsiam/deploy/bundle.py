@@ -1,0 +1,105 @@
+"""The model bundle: network, threshold, policy, config and registered standard boards in one file.
+
+A bundle is what calibration writes and what inspection, evaluation, export and the service read.
+Standard boards are stored as uint8 images; their tile embeddings are computed once when needed and
+cached by the inspector, never stored (they follow from the weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pcbsiam.checkpoint import load_checkpoint, load_tagged, save_tagged
+from pcbsiam.config import Config, from_dict
+from pcbsiam.data.crops import PatchSpec
+from pcbsiam.errors import PcbsiamError
+from pcbsiam.models import PairModel, create_model
+
+BUNDLE_FORMAT = "pcbsiam-bundle"
+BUNDLE_VERSION = 1
+
+
+@dataclass
+class Bundle:
+    """A calibrated inspector.
+
+    Attributes:
+        model: the network (any mode); ``model.threshold`` holds the calibrated threshold on its score.
+        cfg: the training configuration (input size, patch size, ...).
+        groups: PCB types the classifier head was trained on.
+        policy: calibration policy that chose the threshold (``accuracy``, ``f1``, ``recall:0.995``).
+        calibration: what calibration measured (metric values, counts, data used).
+        boards: registered standard boards by name: (H, W) uint8 images.
+    """
+
+    model: PairModel
+    cfg: Config
+    groups: list[str]
+    policy: str = "accuracy"
+    calibration: dict = field(default_factory=dict)
+    boards: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold on the model's score (NaN before calibration)."""
+        return float(self.model.threshold)
+
+    @property
+    def spec(self) -> PatchSpec:
+        """How boards are cut into the network's inputs, resolved from the config."""
+        return PatchSpec.from_config(self.cfg)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle atomically; load it with :func:`load_bundle`."""
+        payload = {
+            "config": self.cfg.to_dict(),
+            "spec": self.spec.to_dict(),
+            "groups": list(self.groups),
+            "policy": self.policy,
+            "calibration": self.calibration,
+            "model": self.model.state_dict(),
+            "boards": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.boards.items()},
+        }
+        return save_tagged(path, BUNDLE_FORMAT, BUNDLE_VERSION, payload)
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Read a bundle file, or a training run folder / checkpoint (then uncalibrated unless the run
+    validated a threshold), with ``weights_only=True``.
+
+    Raises:
+        PcbsiamError: the file is missing, not a bundle or checkpoint, or from a newer format.
+    """
+    path = Path(path)
+    if path.is_dir() or _is_checkpoint(path):
+        model, cfg, groups = load_trained(path, device)
+        return Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
+    if not path.is_file():
+        raise PcbsiamError(f"model {path} not found: give a bundle file or a training run folder")
+    data = load_tagged(
+        path, BUNDLE_FORMAT, BUNDLE_VERSION, "bundle", device, exact=True, remedy="re-run `pcbsiam calibrate` with it"
+    )
+    cfg = from_dict(data["config"])
+    model = create_model(cfg.model)
+    model.load_state_dict(data["model"])
+    boards = {k: v.cpu().numpy() for k, v in data.get("boards", {}).items()}
+    return Bundle(model.to(device).eval(), cfg, list(data["groups"]), data["policy"], data["calibration"], boards)
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[PairModel, Config, list[str]]:
+    """A model from a run folder (its best checkpoint) or a checkpoint file, with its config and groups."""
+    path = Path(path)
+    ck_path = path / "checkpoints" / "best.pt" if path.is_dir() else path
+    ck = load_checkpoint(ck_path, map_location=device)
+    cfg = from_dict(ck["config"])
+    model = create_model(cfg.model)  # the checkpoint supplies the weights
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), cfg, list(ck["groups"])
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".pt" and path.parent.name == "checkpoints"

@@ -1,0 +1,213 @@
+"""Inspect a whole board: register it to its reference, tile it, score each tile, decide."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pcbsiam.data.crops import PatchCropper, PatchSpec
+from pcbsiam.data.protocol import PATCH_DTYPE, PatchIndex, tile_grid
+from pcbsiam.data.records import BoardPair
+from pcbsiam.data.registration import Shift, estimate_shift
+from pcbsiam.data.store import BoardStore
+from pcbsiam.data.transforms import to_tensor
+from pcbsiam.deploy.bundle import Bundle
+from pcbsiam.devices import autocast
+from pcbsiam.errors import PcbsiamError, RegistrationError
+from pcbsiam.models import Encoded
+
+
+@dataclass
+class TileResult:
+    """One tile: its place in the tested image, its score and its verdict."""
+
+    y: int
+    x: int
+    h: int
+    w: int
+    score: float
+    defective: bool
+
+
+@dataclass
+class Inspection:
+    """The verdict on a board.
+
+    Attributes:
+        defective: True when any tile scores above the threshold.
+        threshold: the bundle's threshold.
+        shift: (dy, dx) of the tested image relative to the reference, and the match score.
+        tiles: every tile's result.
+        size: (H, W) of the tested image.
+        seconds: time taken.
+        score_name: what the tile scores are, as the model names them (``L2 distance``, ``defect score (logit)``).
+    """
+
+    defective: bool
+    threshold: float
+    shift: dict
+    tiles: list[TileResult] = field(default_factory=list)
+    size: tuple[int, int] = (0, 0)
+    seconds: float = 0.0
+    score_name: str = "score"
+
+    @property
+    def max_score(self) -> float:
+        """Largest tile score (NaN without tiles)."""
+        return max((t.score for t in self.tiles), default=float("nan"))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict."""
+        d = asdict(self)
+        d["verdict"] = "defective" if self.defective else "pass"
+        d["max_score"] = self.max_score
+        d["defective_tiles"] = sum(t.defective for t in self.tiles)
+        return d
+
+
+def overlap_stride(tile: int, overlap: float) -> int:
+    """Step between tiles that share ``overlap`` (in [0, 1)) of their side with their neighbour."""
+    if not 0.0 <= overlap < 1.0:
+        raise PcbsiamError(f"tile overlap must be in [0, 1), got {overlap}")
+    return max(1, int(round(tile * (1.0 - overlap))))
+
+
+def board_tiles(height: int, width: int, tile: int, overlap: float = 0.0) -> np.ndarray:
+    """Tiles covering a whole board, the last row and column flush with its border: (M, 4) y, x, h, w."""
+    if height < tile or width < tile:
+        raise PcbsiamError(f"image of {width}x{height} px is smaller than one {tile} px tile")
+    return tile_grid(height, width, tile, overlap_stride(tile, overlap), cover=True)
+
+
+class Inspector:
+    """Inspects boards with a calibrated bundle; encodings of a registered board's reference tiles are
+    computed once and cached (for models whose references can be encoded alone).
+
+    Args:
+        bundle: the calibrated model.
+        device: where to run the network.
+        overlap: tile overlap share.
+        max_shift: largest registration offset searched and accepted, in px.
+        batch_size: tiles embedded per forward pass.
+        cache_size: number of (board, crop boxes) reference encodings kept.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str | torch.device = "cpu",
+        overlap: float = 0.0,
+        max_shift: int = 16,
+        batch_size: int = 32,
+        cache_size: int = 32,
+    ) -> None:
+        if np.isnan(bundle.threshold):
+            raise PcbsiamError("the model has no threshold: run `pcbsiam calibrate` to make a bundle first")
+        self.bundle = bundle
+        self.device = torch.device(device)
+        self.model = bundle.model.to(self.device).eval()
+        self.overlap = overlap
+        self.max_shift = max_shift
+        self.batch_size = batch_size
+        self._cache: OrderedDict[tuple, Encoded] = OrderedDict()
+        self.cache_size = cache_size
+
+    @property
+    def spec(self) -> PatchSpec:
+        """The bundle's patch geometry (tile side, context, input size, local shift)."""
+        return self.bundle.spec
+
+    @torch.inference_mode()
+    def encode_crops(self, crops: list[np.ndarray]) -> Encoded:
+        """Encodings of (h, w) uint8 crops, as the model's ``encode`` gives them, batch by batch."""
+        out = []
+        size = self.spec.input_size
+        for i in range(0, len(crops), self.batch_size):
+            with autocast(self.device):
+                out.append(self.model.encode(to_tensor(crops[i : i + self.batch_size], size).to(self.device)))
+        if isinstance(out[0], torch.Tensor):
+            return torch.cat(out).float()
+        return [torch.cat(stage).float() for stage in zip(*out, strict=True)]
+
+    def reference_encodings(self, key: object, crops: list[np.ndarray]) -> Encoded:
+        """Encodings of a reference's crops, cached under ``key`` (board name and crop boxes) when not None."""
+        if key is not None and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        enc = self.encode_crops(crops)
+        if key is not None:
+            self._cache[key] = enc
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return enc
+
+    def crop_tiles(
+        self, tested: np.ndarray, reference: np.ndarray, tiles: np.ndarray, shift: Shift
+    ) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray], list[np.ndarray]]:
+        """Tested and reference crops of each tile, cut by the same :class:`~pcbsiam.data.crops.PatchCropper`
+        as in training (context, the board's shift, the per-tile refinement, agreeing padding).
+
+        Returns:
+            (reference boxes, tested crops, reference crops).
+        """
+        rows = np.zeros(len(tiles), dtype=PATCH_DTYPE)
+        rows["y"], rows["x"], rows["h"], rows["w"] = (np.asarray(tiles)[:, k] for k in range(4))
+        pair = BoardPair("board", "board", Path("tested"), Path("reference"))
+        store = BoardStore(
+            [pair], [tested], [reference], shifts=np.array([[shift.dy, shift.dx]]), local_shift=self.spec.local_shift
+        )
+        crops = PatchCropper(store, PatchIndex(rows, ["board"]), self.spec)
+        pairs = [crops.pair(i) for i in range(len(tiles))]
+        boxes = [crops.reference_box(i) for i in range(len(tiles))]
+        return boxes, [t for t, _ in pairs], [r for _, r in pairs]
+
+    def register(self, tested: np.ndarray, reference: np.ndarray) -> Shift:
+        """Shift of ``tested`` relative to ``reference``; a sentence if they cannot be registered."""
+        if tested.shape != reference.shape:
+            raise RegistrationError(
+                f"tested image is {tested.shape[1]}x{tested.shape[0]} px but the reference is "
+                f"{reference.shape[1]}x{reference.shape[0]} px; they must be the same size"
+            )
+        return estimate_shift(tested, reference, max_shift=self.max_shift)
+
+    @torch.inference_mode()
+    def inspect(self, tested: np.ndarray, reference: np.ndarray | str, register: bool = True) -> Inspection:
+        """Verdict on a (H, W) uint8 tested board against a reference image or a registered board name.
+
+        Raises:
+            RegistrationError: sizes differ, or no shift within ``max_shift`` matches.
+            PcbsiamError: an unknown board name, or an image smaller than a tile.
+        """
+        t0 = time.perf_counter()
+        name = None
+        if isinstance(reference, str):
+            name = reference
+            if name not in self.bundle.boards:
+                known = ", ".join(sorted(self.bundle.boards)) or "none"
+                raise PcbsiamError(f"unknown board {name!r}; registered boards: {known}")
+            reference = self.bundle.boards[name]
+        shift = self.register(tested, reference) if register else Shift(0, 0, 1.0)
+        tiles = board_tiles(*tested.shape, self.spec.patch, self.overlap)
+        boxes, tested_crops, reference_crops = self.crop_tiles(tested, reference, tiles, shift)
+        shared = self.model.encodes_references and name is not None
+        ref_enc = self.reference_encodings((name, tuple(boxes)) if shared else None, reference_crops)
+        scores = self.model.compare(self.encode_crops(tested_crops), ref_enc).float().cpu().numpy()
+        thr = self.bundle.threshold
+        results = [
+            TileResult(int(y), int(x), int(h), int(w), float(s), bool(s > thr))
+            for (y, x, h, w), s in zip(tiles.tolist(), scores, strict=True)
+        ]
+        return Inspection(
+            any(r.defective for r in results),
+            thr,
+            {"dy": shift.dy, "dx": shift.dx, "score": round(shift.score, 4)},
+            results,
+            (int(tested.shape[0]), int(tested.shape[1])),
+            time.perf_counter() - t0,
+            self.model.score_label,
+        )

@@ -1,0 +1,50 @@
+"""Where and how networks run: device choice, mixed precision, the module inside a DDP wrapper, the
+machine's measured fp32 GEMM peak (the roof that speed figures are shares of)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+from torch import nn
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA (this process's GPU) when present, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bfloat16 mixed precision on CUDA when enabled; nothing on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside a DistributedDataParallel wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+def matmul_peak_gflops(seconds: float = 3.0, n: int = 1024) -> float:
+    """Measured fp32 GEMM peak of this machine: best GFLOP/s of ``torch.mm`` on (n, n) matrices.
+
+    Runs on the CPU with ``torch.get_num_threads()`` threads for about ``seconds``; the best of many
+    timed products is returned, so a briefly busy machine lowers it less than an average would.
+    """
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        t1 = time.perf_counter()
+        best = min(best, t1 - t0)
+        if t1 >= t_end:
+            break
+    return 2.0 * n**3 / best / 1e9

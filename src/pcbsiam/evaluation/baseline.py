@@ -1,0 +1,420 @@
+"""Classical template comparison: binarise, compare with a positional tolerance, count defect pixels.
+
+A pixel of the tested board is a *defect pixel* when it is copper but no template copper lies
+within ``k`` pixels of it (spurious copper, spur, short), or when it is background but no template
+background lies within ``k`` pixels of it (open, mousebite, pin hole). The ``k``-pixel tolerance
+absorbs residual misalignment and edge jitter. NumPy only; all morphology is done with OR/AND over
+shifted views, so it also runs on a whole batch (the last two axes are the image axes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from pcbsiam.data.registration import Shift, estimate_shift, overlap_mask, shift_image
+from pcbsiam.errors import RegistrationError
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_NEIGHBOURHOOD",
+    "DEFAULT_OPEN_SIZE",
+    "ClassicalComparator",
+    "batch_scores",
+    "binarize",
+    "defect_score",
+    "dilate",
+    "erode",
+    "open_map",
+    "otsu_threshold",
+    "tile_scores",
+    "tolerance_defect_map",
+]
+
+Neighbourhood = Literal["square", "disk"]
+
+# Defaults chosen on 200 DeepPCB trainval boards (4455 labelled 128 px patches): k=2 with a disk and a
+# 3x3 opening gave AUROC 0.981 and 98.5 % best-threshold accuracy (k=3, square, no opening: 0.969 / 96.1 %).
+#: Positional tolerance in pixels.
+DEFAULT_K = 2
+#: "square": Chebyshev distance <= k ((2k+1)^2 window); "disk": Euclidean distance <= k.
+DEFAULT_NEIGHBOURHOOD: Neighbourhood = "disk"
+#: Side of the square opening applied to the defect map (drops specks thinner than this); 0 or 1: none.
+DEFAULT_OPEN_SIZE = 3
+
+
+def otsu_threshold(img: np.ndarray) -> np.ndarray | int:
+    """Otsu's threshold of uint8 images: copper is ``img > threshold``.
+
+    Args:
+        img: (H, W) or (..., H, W) uint8 array; one threshold per image (last two axes).
+
+    Returns:
+        An int for a single (H, W) image, otherwise an int array of shape ``img.shape[:-2]``.
+    """
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"Otsu's threshold needs uint8 images, got {arr.dtype}.")
+    if arr.ndim < 2:
+        raise ValueError(f"Expected an (H, W) or (..., H, W) image array, got shape {arr.shape}.")
+    lead = arr.shape[:-2]
+    flat = arr.reshape(-1, arr.shape[-2] * arr.shape[-1])
+    n = flat.shape[0]
+    offsets = (np.arange(n, dtype=np.int64) * 256)[:, None]
+    hist = np.bincount((flat + offsets).ravel(), minlength=256 * n).reshape(n, 256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    w0 = np.cumsum(hist, axis=1)  # pixels <= t
+    m0 = np.cumsum(hist * levels, axis=1)
+    total = w0[:, -1:]
+    mean_total = m0[:, -1:]
+    w1 = total - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean_total * w0 - m0 * total) ** 2 / (w0 * w1)
+    between = np.where((w0 > 0) & (w1 > 0), between, -1.0)
+    # Take the middle of a plateau of maxima (a two-level image is split halfway between its levels).
+    best = between.max(axis=1, keepdims=True)
+    is_best = between >= best - 1e-9 * np.abs(best)
+    first = np.argmax(is_best, axis=1)
+    last = 255 - np.argmax(is_best[:, ::-1], axis=1)
+    thr = (first + last) // 2
+    # Single-level images: everything is background unless it is bright.
+    thr = np.where(best[:, 0] < 0, 127, thr).astype(np.int64)
+    if not lead:
+        return int(thr[0])
+    return thr.reshape(lead)
+
+
+def binarize(img: np.ndarray, threshold: int | None = None) -> np.ndarray:
+    """Copper mask of a near-binary board image: ``img > threshold``.
+
+    Args:
+        img: (H, W) or (..., H, W) uint8 image(s).
+        threshold: grey level; ``None`` picks Otsu's threshold per image.
+
+    Returns:
+        bool array of the same shape.
+    """
+    arr = np.asarray(img)
+    if threshold is not None:
+        return arr > threshold
+    thr = np.asarray(otsu_threshold(arr))
+    return arr > thr[..., None, None]
+
+
+def _shift_or(mask: np.ndarray, out: np.ndarray, offset: int, axis: int) -> None:
+    """``out |= mask`` moved by ``offset`` along ``axis`` (values pushed past the edge are dropped)."""
+    n = mask.shape[axis]
+    if offset == 0:
+        out |= mask
+        return
+    if abs(offset) >= n:
+        return
+    src = [slice(None)] * mask.ndim
+    dst = [slice(None)] * mask.ndim
+    if offset > 0:
+        src[axis], dst[axis] = slice(0, n - offset), slice(offset, n)
+    else:
+        src[axis], dst[axis] = slice(-offset, n), slice(0, n + offset)
+    out[tuple(dst)] |= mask[tuple(src)]
+
+
+def _dilate_line(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Running OR over ``2 * radius + 1`` pixels along one axis (outside the image counts as False)."""
+    out = mask.copy()
+    for off in range(1, radius + 1):
+        _shift_or(mask, out, off, axis)
+        _shift_or(mask, out, -off, axis)
+    return out
+
+
+def dilate(mask: np.ndarray, k: int, neighbourhood: Neighbourhood = DEFAULT_NEIGHBOURHOOD) -> np.ndarray:
+    """Binary dilation over the last two axes: True where some True pixel lies within ``k`` px.
+
+    Args:
+        mask: (..., H, W) bool array.
+        k: radius in pixels (0 returns a copy).
+        neighbourhood: "square" (Chebyshev distance <= k) or "disk" (Euclidean distance <= k).
+
+    Returns:
+        (..., H, W) bool array; pixels outside the image count as False.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if k < 0:
+        raise ValueError(f"The dilation radius must be >= 0, got {k}.")
+    if neighbourhood == "square":
+        return _dilate_line(_dilate_line(mask, k, -1), k, -2)
+    if neighbourhood != "disk":
+        raise ValueError(f"neighbourhood must be 'square' or 'disk', got {neighbourhood!r}.")
+    # A disk is the union over row offsets i of horizontal segments of half-width floor(sqrt(k^2 - i^2)).
+    rows: dict[int, np.ndarray] = {}
+    grown = mask.copy()
+    for half in range(k + 1):
+        if half > 0:
+            _shift_or(mask, grown, half, -1)
+            _shift_or(mask, grown, -half, -1)
+        rows[half] = grown.copy()
+    out = np.zeros_like(mask)
+    for i in range(-k, k + 1):
+        half = int(np.floor(np.sqrt(k * k - i * i) + 1e-9))
+        _shift_or(rows[half], out, i, -2)
+    return out
+
+
+def erode(mask: np.ndarray, k: int, neighbourhood: Neighbourhood = DEFAULT_NEIGHBOURHOOD) -> np.ndarray:
+    """Binary erosion over the last two axes (pixels outside the image count as True).
+
+    Args:
+        mask: (..., H, W) bool array.
+        k: radius in pixels.
+        neighbourhood: "square" or "disk", as in :func:`dilate`.
+
+    Returns:
+        (..., H, W) bool array, True where every pixel within ``k`` px is True.
+    """
+    return ~dilate(~np.asarray(mask, dtype=bool), k, neighbourhood)
+
+
+def open_map(mask: np.ndarray, size: int) -> np.ndarray:
+    """Morphological opening by a ``size`` x ``size`` square: keeps pixels of some all-True square.
+
+    Args:
+        mask: (..., H, W) bool array.
+        size: side of the square; 0 or 1 returns the mask unchanged.
+
+    Returns:
+        (..., H, W) bool array.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if size <= 1:
+        return mask
+    # Erode with the square anchored at its top-left corner, then dilate with the reflected square.
+    eroded = mask.copy()
+    for axis in (-1, -2):
+        acc = eroded.copy()
+        for off in range(1, size):
+            shifted = np.zeros_like(eroded)
+            _shift_or(eroded, shifted, -off, axis)
+            acc &= shifted
+        eroded = acc
+    out = eroded
+    for axis in (-1, -2):
+        acc = out.copy()
+        for off in range(1, size):
+            _shift_or(out, acc, off, axis)
+        out = acc
+    return out
+
+
+def tolerance_defect_map(
+    tested_bin: np.ndarray,
+    template_bin: np.ndarray,
+    k: int = DEFAULT_K,
+    neighbourhood: Neighbourhood = DEFAULT_NEIGHBOURHOOD,
+    open_size: int = DEFAULT_OPEN_SIZE,
+) -> np.ndarray:
+    """Defect pixels of binarised images compared with a ``k``-pixel positional tolerance.
+
+    A pixel is a defect if it is copper in ``tested_bin`` with no template copper within ``k`` px,
+    or background in ``tested_bin`` with no template background within ``k`` px. Distances follow
+    ``neighbourhood`` ("square": Chebyshev, "disk": Euclidean); then the map is opened by an
+    ``open_size`` square to drop isolated specks.
+
+    Args:
+        tested_bin: (..., H, W) bool copper mask of the tested image(s).
+        template_bin: (..., H, W) bool copper mask of the aligned template(s).
+        k: tolerance in pixels.
+        neighbourhood: "square" or "disk".
+        open_size: side of the opening square; 0 or 1: no opening.
+
+    Returns:
+        (..., H, W) bool defect map.
+    """
+    tested_bin = np.asarray(tested_bin, dtype=bool)
+    template_bin = np.asarray(template_bin, dtype=bool)
+    if tested_bin.shape != template_bin.shape:
+        raise ValueError(
+            f"The tested mask {tested_bin.shape} and the template mask {template_bin.shape} differ in shape."
+        )
+    near_copper = dilate(template_bin, k, neighbourhood)
+    near_background = dilate(~template_bin, k, neighbourhood)
+    defects = (tested_bin & ~near_copper) | (~tested_bin & ~near_background)
+    return open_map(defects, open_size)
+
+
+def _check_pair(tested: np.ndarray, template: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    tested = np.asarray(tested)
+    template = np.asarray(template)
+    if tested.ndim != ndim or tested.shape != template.shape:
+        raise ValueError(
+            f"Expected two uint8 arrays of one shape with {ndim} axes, got {tested.shape} and {template.shape}."
+        )
+    return tested, template
+
+
+def _aligned_defect_map(
+    tested: np.ndarray,
+    template: np.ndarray,
+    shift: Shift | None,
+    k: int,
+    threshold: int | None,
+    neighbourhood: Neighbourhood,
+    open_size: int,
+) -> np.ndarray:
+    """(H, W) defect map after moving the binarised template by ``shift`` (None: no move).
+
+    Pixels within ``k`` px of the strip the moved template no longer covers are not scored.
+    """
+    tested_bin = binarize(tested, threshold)
+    template_bin = binarize(template, threshold)
+    if shift is None or (shift.dy == 0 and shift.dx == 0):
+        return tolerance_defect_map(tested_bin, template_bin, k, neighbourhood, open_size)
+    template_bin = shift_image(template_bin, shift.dy, shift.dx, fill=False)
+    defects = tolerance_defect_map(tested_bin, template_bin, k, neighbourhood, open_size)
+    defects &= erode(overlap_mask(defects.shape, shift.dy, shift.dx), k, "square")
+    return defects
+
+
+def defect_score(
+    tested: np.ndarray,
+    template: np.ndarray,
+    k: int = DEFAULT_K,
+    register: bool = False,
+    max_shift: int = 16,
+    *,
+    threshold: int | None = None,
+    neighbourhood: Neighbourhood = DEFAULT_NEIGHBOURHOOD,
+    open_size: int = DEFAULT_OPEN_SIZE,
+) -> int:
+    """Number of defect pixels of one tested patch against its template patch.
+
+    Args:
+        tested: (H, W) uint8 tested image.
+        template: (H, W) uint8 template image.
+        k: tolerance in pixels (see :func:`tolerance_defect_map`).
+        register: first align the template with :func:`~pcbsiam.data.registration.estimate_shift`;
+            the strip the shifted template no longer covers (plus ``k`` px) is not scored.
+        max_shift: search radius of the registration.
+        threshold: binarisation grey level; ``None``: Otsu per image.
+        neighbourhood: "square" or "disk".
+        open_size: opening of the defect map; 0 or 1: none.
+
+    Returns:
+        The defect-pixel count.
+
+    Raises:
+        RegistrationError: ``register`` is set and the pair cannot be registered.
+    """
+    shift = estimate_shift(tested, template, max_shift=max_shift) if register else None
+    tested, template = _check_pair(tested, template, 2)
+    defects = _aligned_defect_map(tested, template, shift, k, threshold, neighbourhood, open_size)
+    return int(np.count_nonzero(defects))
+
+
+def batch_scores(
+    tested: np.ndarray,
+    templates: np.ndarray,
+    k: int = DEFAULT_K,
+    *,
+    threshold: int | None = None,
+    neighbourhood: Neighbourhood = DEFAULT_NEIGHBOURHOOD,
+    open_size: int = DEFAULT_OPEN_SIZE,
+) -> np.ndarray:
+    """Defect-pixel counts of a batch of (already aligned) patch pairs, vectorised.
+
+    Equal to ``defect_score(tested[i], templates[i], k, register=False, ...)`` for every ``i``.
+
+    Args:
+        tested: (N, H, W) uint8 tested patches.
+        templates: (N, H, W) uint8 template patches.
+        k: tolerance in pixels.
+        threshold: binarisation grey level; ``None``: Otsu per patch.
+        neighbourhood: "square" or "disk".
+        open_size: opening of the defect maps; 0 or 1: none.
+
+    Returns:
+        (N,) float64 scores.
+    """
+    tested, templates = _check_pair(tested, templates, 3)
+    defects = tolerance_defect_map(
+        binarize(tested, threshold), binarize(templates, threshold), k, neighbourhood, open_size
+    )
+    return np.count_nonzero(defects, axis=(1, 2)).astype(np.float64)
+
+
+def tile_scores(defect_map: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+    """Defect pixels inside each tile, from a summed-area table.
+
+    Args:
+        defect_map: (H, W) bool (or numeric) map.
+        tiles: (M, 4) int rows ``(y, x, h, w)``: top-left corner and size, inside the map.
+
+    Returns:
+        (M,) int64 sums.
+    """
+    dmap = np.asarray(defect_map)
+    if dmap.ndim != 2:
+        raise ValueError(f"The defect map must be 2-D, got shape {dmap.shape}.")
+    tiles = np.asarray(tiles, dtype=np.int64).reshape(-1, 4)
+    y, x, h, w = tiles.T
+    height, width = dmap.shape
+    bad = (y < 0) | (x < 0) | (h < 0) | (w < 0) | (y + h > height) | (x + w > width)
+    if np.any(bad):
+        raise ValueError(
+            f"Tile {tiles[np.argmax(bad)].tolist()} (y, x, h, w) does not fit in the {height}x{width} map."
+        )
+    sat = np.zeros((height + 1, width + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(dmap, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
+    return sat[y + h, x + w] - sat[y, x + w] - sat[y + h, x] + sat[y, x]
+
+
+@dataclass
+class ClassicalComparator:
+    """Whole-board comparison: register, align the template, build the tolerance defect map.
+
+    Attributes:
+        k: tolerance in pixels.
+        threshold: binarisation grey level; ``None``: Otsu per board image.
+        neighbourhood: "square" (Chebyshev) or "disk" (Euclidean) tolerance.
+        open_size: opening of the defect map; 0 or 1: none.
+        max_shift: registration search radius in pixels.
+        min_score: smallest registration confidence accepted.
+        allow_unregistered: when registration fails (e.g. a blank template), compare without
+            moving the template and report ``Shift(0, 0, score=0.0)`` instead of raising.
+    """
+
+    k: int = DEFAULT_K
+    threshold: int | None = None
+    neighbourhood: Neighbourhood = DEFAULT_NEIGHBOURHOOD
+    open_size: int = DEFAULT_OPEN_SIZE
+    max_shift: int = 16
+    min_score: float = 0.3
+    allow_unregistered: bool = False
+
+    def score_board(self, tested: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, Shift]:
+        """Defect map of a whole board; sum it over any tile with :func:`tile_scores`.
+
+        Args:
+            tested: (H, W) uint8 tested board image.
+            template: (H, W) uint8 template board image.
+
+        Returns:
+            ``(defect_map, shift)``: (H, W) bool map in the tested image's frame (False within
+            ``k`` px of the strip the aligned template does not cover) and the registration found.
+
+        Raises:
+            RegistrationError: the sizes differ, or the pair cannot be registered and
+                ``allow_unregistered`` is off.
+        """
+        try:
+            shift = estimate_shift(tested, template, max_shift=self.max_shift, min_score=self.min_score)
+        except RegistrationError:
+            if not self.allow_unregistered or np.shape(tested) != np.shape(template):
+                raise
+            shift = Shift(dy=0, dx=0, score=0.0)
+        tested, template = _check_pair(tested, template, 2)
+        defects = _aligned_defect_map(
+            tested, template, shift, self.k, self.threshold, self.neighbourhood, self.open_size
+        )
+        return defects, shift

@@ -1,0 +1,66 @@
+"""The ``stack`` mode: early fusion. The tested patch, its reference and their absolute difference
+enter one backbone as channels, so the first convolution already sees where the two disagree; with
+``model.band`` > 0 a fourth channel holds the defect pixels of a classical tolerance-band comparison
+(:mod:`pcbsiam.models.band`)."""
+
+from __future__ import annotations
+
+import torch
+
+from pcbsiam.config import ModelConfig
+from pcbsiam.models.backbone import check_scales, create_backbone
+from pcbsiam.models.band import band_defects
+from pcbsiam.models.base import PairModel, register_mode
+from pcbsiam.models.fusion import PooledHead
+
+
+@register_mode
+class StackedPairNet(PairModel):
+    """Channels (tested, reference, |tested - reference| [, band defects]) into one backbone.
+
+    Nothing of a reference can be computed ahead of its tested patch, so ``encode`` is the identity
+    and the whole network runs in ``compare``.
+    """
+
+    mode = "stack"
+    score_name = "logit"
+    score_label = "defect score (logit)"
+    encodes_references = False
+    objective = "pair"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.backbone = create_backbone(cfg.backbone, check_scales(cfg.scales), in_chans=self.in_channels)
+        self.head = PooledHead(list(self.backbone.feature_info.channels()), cfg.hidden_dim)
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        """Any band radius works here (the band channel exists in this mode only)."""
+
+    @property
+    def in_channels(self) -> int:
+        """3, or 4 with the band channel."""
+        return 4 if self.cfg.band > 0 else 3
+
+    def channels(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) tested and reference patches -> (B, 3 or 4, S, S) backbone input."""
+        stacked = [tested, reference, (tested - reference).abs()]
+        if self.cfg.band > 0:
+            stacked.append(band_defects(tested, reference, self.cfg.band, self.cfg.band_level))
+        return torch.cat(stacked, dim=1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The patches themselves: (B, 1, S, S)."""
+        return x
+
+    def compare(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B,) logits of (B, 1, S, S) tested and reference patches."""
+        return self.forward(tested, reference)
+
+    def forward(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Args: (B, 1, S, S) tested and reference patches. Returns: (B,) defect logits."""
+        return self.head(self.backbone(self.channels(tested, reference)))
+
+    def score_pairs(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B,) logits of patch pairs."""
+        return self.forward(tested, reference)

@@ -1,0 +1,99 @@
+"""Pictures of boards: a tested image beside its template with the defect boxes drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from pcbsiam.data.defects import defect_name
+from pcbsiam.io import atomic_path
+
+BOX_COLOURS = ["#e41a1c", "#ff7f00", "#984ea3", "#4daf4a", "#377eb8", "#f781bf"]
+
+
+def plot_board_pairs(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]], path: str | Path) -> Path:
+    """Draw rows of (template, tested with boxes) and write a PNG.
+
+    Args:
+        pairs: per row (tested (H, W) uint8, template (H, W) uint8, boxes (N, 5), title).
+        path: PNG to write.
+    """
+    fig = Figure(figsize=(8, 4 * len(pairs)), layout="constrained")
+    axes = fig.subplots(len(pairs), 2, squeeze=False)
+    for row, (tested, template, boxes, title) in zip(axes, pairs, strict=True):
+        row[0].imshow(template, cmap="gray", vmin=0, vmax=255)
+        row[0].set_title(f"{title}: template")
+        row[1].imshow(tested, cmap="gray", vmin=0, vmax=255)
+        row[1].set_title(f"{title}: tested, {len(boxes)} defects")
+        for x1, y1, x2, y2, kind in np.asarray(boxes).reshape(-1, 5).tolist():
+            colour = BOX_COLOURS[(kind - 1) % len(BOX_COLOURS)]
+            row[1].add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.5, ec=colour))
+            row[1].text(x1, y1 - 3, defect_name(kind), color=colour, fontsize=7)
+        for ax in row:
+            ax.set_axis_off()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    return Path(path)
+
+
+def render_overlay(
+    tested: np.ndarray,
+    inspection,
+    path: str | Path | None = None,
+    title: str | None = None,
+    score_label: str | None = None,
+):
+    """The tested board with each tile tinted by its score, defective tiles outlined in red.
+
+    Args:
+        tested: (H, W) uint8 tested image.
+        inspection: a :class:`pcbsiam.deploy.inspector.Inspection`.
+        path: PNG to write; ``None`` returns the PNG bytes instead.
+        score_label: what the tile scores are (default: the inspection's ``score_name``).
+
+    Returns:
+        The path written, or the PNG bytes.
+    """
+    import io
+
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    score_label = score_label or inspection.score_name
+    thr = inspection.threshold
+    scores = [t.score for t in inspection.tiles] or [0.0]
+    low = min(min(scores), thr, 0.0)  # distances start at 0; logits may be negative
+    top = max(max(scores), thr + 0.5 * abs(thr) + 1e-6)
+    norm = Normalize(low, top)
+    cmap = colormaps["RdYlGn_r"]
+    h, w = tested.shape
+    fig = Figure(figsize=(7, 7 * h / w + 0.6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(tested, cmap="gray", vmin=0, vmax=255)
+    for t in inspection.tiles:
+        ax.add_patch(Rectangle((t.x - 0.5, t.y - 0.5), t.w, t.h, fc=cmap(norm(t.score)), alpha=0.28, lw=0))
+    for t in inspection.tiles:
+        if t.defective:
+            ax.add_patch(Rectangle((t.x - 0.5, t.y - 0.5), t.w, t.h, fill=False, ec="red", lw=2))
+    sm = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.046, pad=0.02)
+    sm.ax.axhline(thr, color="black", lw=2)
+    sm.set_label(f"{score_label} (threshold {thr:.3f}: black line)")
+    verdict = "DEFECTIVE" if inspection.defective else "PASS"
+    shift = inspection.shift
+    ax.set_title(
+        title
+        or f"{verdict}: {sum(t.defective for t in inspection.tiles)} of {len(inspection.tiles)} "
+        f"tiles above threshold; shift dy={shift['dy']} dx={shift['dx']}"
+    )
+    ax.set_axis_off()
+    if path is None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    return Path(path)

@@ -1,0 +1,288 @@
+"""Figures: score histograms, ROC curves and learning curves, written as PNG files.
+
+Every function builds its own :class:`matplotlib.figure.Figure` (no pyplot global state, so it is
+safe to call from several threads), writes the PNG atomically through
+:func:`pcbsiam.io.atomic_path`, and returns the path written.
+
+Learning-curve functions read ``metrics.jsonl`` records: ``{"kind": "step", "step", "epoch",
+"loss", ["loss_triplet", "loss_ce"]}`` and ``{"kind": "epoch", "epoch", "val_accuracy",
+"val_auroc", "train_loss"}``. Records of other kinds and missing or non-numeric values are
+ignored; when a step or epoch appears twice (a resumed run), the last record wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from numpy.typing import ArrayLike
+
+from pcbsiam.evaluation.metrics import _as_scores_labels, roc_auc, roc_curve
+from pcbsiam.io import atomic_path
+
+__all__ = [
+    "plot_distance_histograms",
+    "plot_learning_curve_grid",
+    "plot_learning_curves",
+    "plot_roc",
+]
+
+DPI = 150
+_COLORS = {"defect_free": "tab:blue", "defective": "tab:red", "threshold": "black"}
+
+
+def _save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return path
+
+
+def plot_distance_histograms(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    threshold: float | None,
+    path: str | Path,
+    title: str | None = None,
+    xlabel: str = "L2 distance",
+    bins: int = 50,
+    density: bool = False,
+) -> Path:
+    """Overlaid histograms of the scores of defect-free and defective items, with the threshold.
+
+    Args:
+        scores: (N,) scores.
+        labels: (N,) labels in {0, 1}, 1 = defective.
+        threshold: drawn as a vertical line labelled in the legend; ``None`` draws no line.
+        path: PNG file to write.
+        title: figure title.
+        xlabel: x-axis label.
+        bins: number of bins, shared by both classes.
+        density: normalise each histogram to unit area (useful under strong class imbalance).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    s, y = _as_scores_labels(scores, labels)
+    lo, hi = float(s.min()), float(s.max())
+    if threshold is not None:
+        lo, hi = min(lo, float(threshold)), max(hi, float(threshold))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    classes = ((0, "defect-free", _COLORS["defect_free"]), (1, "defective", _COLORS["defective"]))
+    for value, name, color in classes:
+        part = s[y == value]
+        if part.size:
+            label = f"{name} (n={part.size})"
+            ax.hist(part, bins=edges, density=density, alpha=0.55, color=color, label=label)
+    if threshold is not None:
+        ax.axvline(
+            float(threshold),
+            color=_COLORS["threshold"],
+            linestyle="--",
+            linewidth=1.5,
+            label=f"threshold = {float(threshold):.4g}",
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density" if density else "count")
+    if title:
+        ax.set_title(title)
+    ax.legend(frameon=False)
+    return _save(fig, path)
+
+
+def plot_roc(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """ROC curves of one or several detectors, with their AUROC in the legend.
+
+    Args:
+        curves: ``{name: (scores, labels)}``; scores (N,) and labels (N,) in {0, 1}, one curve each.
+            For a single curve pass ``{"model": (scores, labels)}``.
+        path: PNG file to write.
+        title: figure title.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    if not curves:
+        raise ValueError("plot_roc needs at least one curve: pass {name: (scores, labels)}.")
+    fig = Figure(figsize=(5.0, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    for name, (scores, labels) in curves.items():
+        fpr, tpr, _ = roc_curve(scores, labels)
+        auc = roc_auc(scores, labels)
+        auc_text = "n/a, one class" if math.isnan(auc) else f"{auc:.4f}"
+        ax.plot(fpr, tpr, linewidth=1.8, label=f"{name} (AUROC = {auc_text})")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false alarm rate (FPR)")
+    ax.set_ylabel("defect recall (TPR)")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="lower right", frameon=False)
+    return _save(fig, path)
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _series(records: Iterable[Mapping[str, Any]], kind: str, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of records of ``kind`` having numeric ``x_key`` and ``y_key``; sorted by x, last wins."""
+    points: dict[float, float] = {}
+    for rec in records:
+        if rec.get("kind") != kind:
+            continue
+        x, y = rec.get(x_key), rec.get(y_key)
+        if _is_real(x) and _is_real(y) and math.isfinite(y) and math.isfinite(x):
+            points[float(x)] = float(y)
+    xs = np.array(sorted(points), dtype=np.float64)
+    ys = np.array([points[x] for x in xs], dtype=np.float64)
+    return xs, ys
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average of (N,) ``values`` over ``window`` points (fewer at the start)."""
+    if window <= 1 or values.size == 0:
+        return values
+    c = np.concatenate([[0.0], np.cumsum(values)])
+    idx = np.arange(1, values.size + 1)
+    start = np.maximum(idx - window, 0)
+    return (c[idx] - c[start]) / (idx - start)
+
+
+def _no_data(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+def plot_learning_curves(
+    records: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    title: str | None = None,
+    smoothing: int | None = None,
+) -> Path:
+    """Two panels: training losses over steps (raw, faint, and smoothed) and validation metrics over epochs.
+
+    Args:
+        records: ``metrics.jsonl`` records (see the module docstring).
+        path: PNG file to write.
+        title: figure title.
+        smoothing: moving-average window in steps; default about 2 % of the steps (at least 1).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    ax_loss, ax_val = fig.subplots(1, 2)
+
+    any_loss = False
+    for key, label, color in (
+        ("loss", "total loss", "black"),
+        ("loss_triplet", "triplet loss", "tab:orange"),
+        ("loss_ce", "cross-entropy loss", "tab:green"),
+    ):
+        # the step count over the whole run (``step`` restarts every epoch)
+        step_key = "global_step" if any("global_step" in r for r in records) else "step"
+        x, y = _series(records, "step", step_key, key)
+        if x.size == 0:
+            continue
+        any_loss = True
+        window = smoothing if smoothing is not None else max(1, round(x.size / 50))
+        ax_loss.plot(x, y, color=color, alpha=0.2, linewidth=0.8)
+        ax_loss.plot(x, _smooth(y, window), color=color, linewidth=1.8, label=label)
+    if any_loss:
+        ax_loss.legend(frameon=False)
+    else:
+        _no_data(ax_loss, "no step records")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title("Training loss")
+
+    any_val = False
+    for key, label, color in (
+        ("val_accuracy", "validation accuracy", "tab:blue"),
+        ("val_auroc", "validation AUROC", "tab:purple"),
+    ):
+        x, y = _series(records, "epoch", "epoch", key)
+        if x.size == 0:
+            continue
+        any_val = True
+        ax_val.plot(x, y, marker="o", markersize=3, color=color, linewidth=1.8, label=label)
+    if any_val:
+        ax_val.legend(frameon=False, loc="lower right")
+    else:
+        _no_data(ax_val, "no epoch records")
+    ax_val.set_xlabel("epoch")
+    ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_val.set_ylabel("validation metric")
+    ax_val.set_title("Validation")
+    ax_val.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_learning_curve_grid(
+    panels: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    path: str | Path,
+    title: str | None = None,
+    metric: str = "val_accuracy",
+    ylabel: str = "validation accuracy",
+) -> Path:
+    """One panel per experiment family, one line per variant: ``metric`` over epochs.
+
+    Four families give the paper's 2x2 figure; in general the grid has two columns.
+
+    Args:
+        panels: ``{family: {variant: records}}``, e.g.
+            ``{"Backbone": {"ResNet-18": [...], "ResNet-50": [...]}, "Loss": {...}}``.
+        path: PNG file to write.
+        title: figure title.
+        metric: the epoch-record key to plot.
+        ylabel: y-axis label.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    if not panels:
+        raise ValueError("plot_learning_curve_grid needs at least one panel: {family: {variant: records}}.")
+    n_cols = 2 if len(panels) > 1 else 1
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig = Figure(figsize=(5.2 * n_cols, 3.8 * n_rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False).ravel())
+    for ax, (family, variants) in zip(axes, panels.items(), strict=False):
+        plotted = False
+        for variant, records in variants.items():
+            x, y = _series(records, "epoch", "epoch", metric)
+            if x.size:
+                ax.plot(x, y, marker="o", markersize=2.5, linewidth=1.6, label=variant)
+                plotted = True
+        if plotted:
+            ax.legend(frameon=False, loc="lower right", fontsize="small")
+        else:
+            _no_data(ax, f"no '{metric}' records")
+        ax.set_title(family)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pcbsiam.deploy.bundle import load_bundle
+from pcbsiam.errors import PcbsiamError
+from tests.conftest import board, make_tiny_bundle
+
+
+def test_round_trip_keeps_weights_threshold_and_boards(tmp_path: Path) -> None:
+    path = make_tiny_bundle(tmp_path / "a.bundle", threshold=0.37, boards={"b1": board(2, 96)})
+    b = load_bundle(path)
+    assert b.threshold == pytest.approx(0.37)
+    assert np.array_equal(b.boards["b1"], board(2, 96))
+    assert b.groups == ["g1", "g2"] and b.cfg.model.embedding_dim == 8
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.allclose(load_bundle(path).model.embed(x), b.model.embed(x))
+
+
+def test_incompatible_or_foreign_files(tmp_path: Path) -> None:
+    path = make_tiny_bundle(tmp_path / "a.bundle")
+    data = torch.load(path, weights_only=True)
+    data["format_version"] = 99
+    torch.save(data, tmp_path / "new.bundle")
+    with pytest.raises(PcbsiamError, match="format 99.*re-run `pcbsiam calibrate`"):
+        load_bundle(tmp_path / "new.bundle")
+    torch.save({"a": 1}, tmp_path / "other.pt")
+    with pytest.raises(PcbsiamError, match="not a pcbsiam bundle"):
+        load_bundle(tmp_path / "other.pt")
+    (tmp_path / "junk.bundle").write_bytes(b"junk")
+    with pytest.raises(PcbsiamError, match="cannot be read"):
+        load_bundle(tmp_path / "junk.bundle")
+    with pytest.raises(PcbsiamError, match="not found"):
+        load_bundle(tmp_path / "missing.bundle")

@@ -1,0 +1,136 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pcbsiam.data.synth import generate_pair
+from pcbsiam.deploy.bundle import load_bundle
+from pcbsiam.deploy.inspector import Inspector, board_tiles
+from pcbsiam.errors import PcbsiamError, RegistrationError
+from pcbsiam.viz.overlay import render_overlay
+from tests.conftest import board, make_tiny_bundle
+
+
+def pixel_embedding(x: torch.Tensor) -> torch.Tensor:
+    """A stand-in network: the normalised pixels themselves, so distance grows with pixel change."""
+    return F.normalize(x.flatten(1), dim=1)
+
+
+def test_tile_grid_covers_the_image_flush() -> None:
+    tiles = board_tiles(300, 200, 128)
+    assert {tuple(t[:2]) for t in tiles} == {(0, 0), (0, 72), (128, 0), (128, 72), (172, 0), (172, 72)}
+    assert len(board_tiles(256, 256, 128, overlap=0.5)) == 9
+    with pytest.raises(PcbsiamError, match="smaller than one"):
+        board_tiles(100, 300, 128)
+
+
+def test_flagged_tiles_cover_the_injected_defects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pair = generate_pair(np.random.default_rng(5), size=384)
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "b.bundle", patch=64, input_size=64))
+    monkeypatch.setattr(bundle.model, "embed", pixel_embedding)
+    inspector = Inspector(bundle, overlap=0.0)
+    clean = inspector.inspect(pair.tested_clean if pair.tested_clean is not None else pair.tested, pair.template)
+    assert (clean.shift["dy"], clean.shift["dx"]) == pair.shift
+    clean_free = [t.score for t in clean.tiles if not _hits(t, pair.boxes)]
+    bundle.model.threshold.fill_(max(clean_free) + 1e-6)  # every defect-free tile passes
+    result = inspector.inspect(pair.tested_clean, pair.template)
+    for x1, y1, x2, y2, _ in pair.boxes.tolist():
+        assert any(t.defective and _overlap(t, (x1, y1, x2, y2)) for t in result.tiles), (x1, y1, x2, y2)
+    assert result.defective
+    png = render_overlay(pair.tested, result)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _overlap(t, box) -> bool:  # noqa: ANN001
+    x1, y1, x2, y2 = box
+    return t.x < x2 and x1 < t.x + t.w and t.y < y2 and y1 < t.y + t.h
+
+
+def _hits(t, boxes) -> bool:  # noqa: ANN001
+    return any(_overlap(t, b[:4]) for b in boxes.tolist())
+
+
+def test_bad_pairs_are_refused_with_sentences(tiny_bundle: Path) -> None:
+    inspector = Inspector(load_bundle(tiny_bundle))
+    with pytest.raises(RegistrationError, match="same size"):
+        inspector.inspect(board(1, 192), board(1, 160))
+    with pytest.raises(PcbsiamError, match="unknown board 'nope'.*demo"):
+        inspector.inspect(board(1, 192), "nope")
+    far = np.roll(board(1, 192), 40, axis=1)
+    with pytest.raises(RegistrationError):
+        Inspector(load_bundle(tiny_bundle), max_shift=8).inspect(far, board(1, 192))
+
+
+def test_registered_board_embeddings_are_computed_once(tiny_bundle: Path) -> None:
+    inspector = Inspector(load_bundle(tiny_bundle))
+    calls = []
+    real = inspector.encode_crops
+    inspector.encode_crops = lambda crops: calls.append(1) or real(crops)  # type: ignore[method-assign]
+    for _ in range(3):
+        inspector.inspect(board(1, 192), "demo")
+    assert len(calls) == 3 + 1  # three tested images, one reference
+
+
+def test_uncalibrated_model_is_refused(tmp_path: Path) -> None:
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "u.bundle", threshold=float("nan")))
+    with pytest.raises(PcbsiamError, match="calibrate"):
+        Inspector(bundle)
+
+
+@pytest.mark.parametrize("mode", ["diff", "stack"])
+def test_reference_aware_bundles_inspect_and_cache(tmp_path: Path, mode: str) -> None:
+    from pcbsiam.config import load_config
+    from pcbsiam.deploy.bundle import Bundle
+    from pcbsiam.models import create_model
+
+    cfg = load_config("tiny", [f"model.mode={mode}", "model.hidden_dim=16", "model.input_size=32", "data.patch=64"])
+    model = create_model(cfg.model).eval()
+    model.threshold.fill_(0.0)
+    path = Bundle(model, cfg, ["g"], boards={"demo": board(1, 192)}).save(tmp_path / f"{mode}.bundle")
+    inspector = Inspector(load_bundle(path))
+    first = inspector.inspect(board(1, 192), "demo")
+    again = inspector.inspect(board(1, 192), "demo")  # the cached reference encoding gives the same scores
+    assert len(first.tiles) == 9
+    assert [t.score for t in first.tiles] == pytest.approx([t.score for t in again.tiles], abs=1e-5)
+
+
+def test_context_tiles_show_the_surroundings(tmp_path: Path) -> None:
+    from pcbsiam.config import load_config
+
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "b.bundle", patch=64, input_size=80))
+    bundle.cfg = load_config("tiny", ["data.patch=64", "data.context=8", "model.input_size=80"])
+    seen: list[torch.Size] = []
+    embed = bundle.model.embed
+    bundle.model.embed = lambda x: seen.append(x.shape) or embed(x)  # noqa: E731
+    img = board(3, 128)
+    result = Inspector(bundle).inspect(img, img, register=False)
+    assert len(result.tiles) == 4 and {(t.h, t.w) for t in result.tiles} == {(64, 64)}  # verdicts per tile
+    assert seen and all(s[-2:] == (80, 80) for s in seen)  # the network sees 64 + 2 x 8 px
+    from pcbsiam.data.transforms import context_box, crop
+
+    assert crop(img, *context_box(0, 0, 64, 64, Inspector(bundle).spec.context), fill=None).shape == (80, 80)
+
+
+def test_tile_crops_agree_on_a_shifted_defect_free_board(tmp_path: Path) -> None:
+    from pcbsiam.config import load_config
+    from pcbsiam.data.registration import Shift
+
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "b.bundle", patch=64, input_size=80))
+    bundle.cfg = load_config("tiny", ["data.patch=64", "data.context=8", "model.input_size=80"])
+    big = board(4, 224)
+    tested, reference = big[5:197, 2:194], big[2:194, 4:196]  # tested[y, x] = reference[y + 3, x - 2]
+    inspector = Inspector(bundle)
+    tiles = board_tiles(192, 192, 64)
+    boxes, t, r = inspector.crop_tiles(tested, reference, tiles, Shift(-3, 2, 1.0))
+    assert len(boxes) == 9 and boxes[0] == (-8 + 3, -8 - 2, 80, 80)
+    # with context and a shift, border tiles leave one image or the other: the crops still agree
+    assert all(np.array_equal(a, b) for a, b in zip(t, r, strict=True))
+    # the same with a per-tile refinement, from a global shift that is off by (1, -1)
+    bundle.cfg = load_config(
+        "tiny", ["data.patch=64", "data.context=8", "model.input_size=80", "data.register=true", "data.local_shift=2"]
+    )
+    boxes, t, r = Inspector(bundle).crop_tiles(tested, reference, tiles, Shift(-2, 1, 1.0))
+    assert boxes[4] == (64 - 8 + 3, 64 - 8 - 2, 80, 80)
+    assert np.array_equal(t[4], r[4])

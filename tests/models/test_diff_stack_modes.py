@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from pcbsiam.config import ModelConfig
+from pcbsiam.errors import ConfigError
+from pcbsiam.models import build_model, create_model
+from pcbsiam.models.diff import ReferenceAwareNet
+
+
+@pytest.mark.parametrize("scales", [[1], [2, 4], [1, 2, 3, 4]])
+def test_scores_pairs_and_sizes_head_from_feature_info(scales: list[int]) -> None:
+    model = build_model(ModelConfig(mode="diff", backbone="resnet18", scales=scales, hidden_dim=16))
+    assert isinstance(model, ReferenceAwareNet)
+    channels = [64, 128, 256, 512]
+    assert model.head.fc1.in_features == 2 * sum(channels[s - 1] for s in scales)
+    t, r = torch.randn(3, 1, 32, 32), torch.randn(3, 1, 32, 32)
+    scores = model(t, r)
+    assert scores.shape == (3,)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.score_pairs(t, r), model.compare(model.encode(t), model.encode(r)), atol=1e-5)
+
+
+def test_identical_patches_give_the_same_score_whatever_the_content() -> None:
+    model = create_model(ModelConfig(mode="diff", backbone="resnet18", hidden_dim=16)).eval()
+    x, y = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        # the head sees only |f_t - f_r|: a patch compared with itself always scores the same
+        assert torch.allclose(model(x, x), model(y, y), atol=1e-6)
+
+
+def test_unknown_mode() -> None:
+    with pytest.raises(ConfigError, match="mode"):
+        create_model(ModelConfig(mode="nope"))
+
+
+def test_stack_mode_scores_pairs_and_encode_is_identity() -> None:
+    from pcbsiam.models.stack import StackedPairNet
+
+    model = create_model(ModelConfig(mode="stack", backbone="resnet18", scales=[2, 3], hidden_dim=16)).eval()
+    assert isinstance(model, StackedPairNet)
+    assert model.backbone.conv1.in_channels == 3
+    t, r = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    assert model.encode(r) is r
+    with torch.no_grad():
+        assert model.score_pairs(t, r).shape == (2,)
+        assert torch.allclose(model.compare(t, r), model(t, r))
+
+
+def test_stack_mode_with_band_feeds_a_fourth_channel_that_changes_the_score() -> None:
+    model = create_model(ModelConfig(mode="stack", backbone="resnet18", scales=[2, 3], hidden_dim=16, band=2)).eval()
+    assert model.backbone.conv1.in_channels == 4
+    r = torch.full((1, 1, 32, 32), -1.0)
+    t = r.clone()
+    t[..., 10:14, 10:14] = 2.0  # bright spot where the reference is dark: defect pixels in channel 4
+    x = model.channels(t, r)
+    assert x.shape == (1, 4, 32, 32) and x[0, 3].sum() == 16
+    with torch.no_grad():
+        assert model(t, r).shape == (1,)
+
+
+def test_band_needs_the_stack_mode() -> None:
+    from pcbsiam.config import load_config
+
+    with pytest.raises(ConfigError, match="needs model.mode=stack"):
+        load_config("tiny", ["model.band=2"])
+    with pytest.raises(ConfigError, match="band_level"):
+        load_config("cpu-stack-band", ["model.band_level=1.5"])
+    assert load_config("cpu-stack-band").model.band == 2

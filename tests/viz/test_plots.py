@@ -1,0 +1,94 @@
+"""Tests that pcbsiam.viz.plots writes PNG files that open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pcbsiam.viz.plots import plot_distance_histograms, plot_learning_curve_grid, plot_learning_curves, plot_roc
+
+
+def _check_png(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 0
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.size[0] > 100 and im.size[1] > 100
+    assert not list(path.parent.glob(f".{path.name}.*"))  # no temporary file left behind
+
+
+def _records(n_epochs: int, offset: float = 0.0) -> list[dict]:
+    recs: list[dict] = []
+    step = 0
+    for epoch in range(n_epochs):
+        for _ in range(20):
+            loss = 1.0 / (1 + step / 10)
+            recs.append(
+                {
+                    "kind": "step",
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": loss,
+                    "loss_triplet": loss * 0.6,
+                    "loss_ce": loss * 0.4,
+                }
+            )
+            step += 1
+        recs.append(
+            {
+                "kind": "epoch",
+                "epoch": epoch,
+                "val_accuracy": 0.7 + offset + 0.02 * epoch,
+                "val_auroc": 0.8 + 0.02 * epoch,
+                "train_loss": 1.0 / (1 + epoch),
+            }
+        )
+    return recs
+
+
+def test_histograms_and_roc(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = (rng.random(200) < 0.4).astype(int)
+    scores = rng.normal(size=200) + 1.5 * labels
+    p = plot_distance_histograms(scores, labels, 0.7, tmp_path / "hist.png", title="Distances")
+    assert p == tmp_path / "hist.png"
+    _check_png(p)
+    p = plot_roc(
+        {"siamese": (scores, labels), "classical": (scores + rng.normal(size=200), labels)},
+        tmp_path / "sub" / "roc.png",
+        title="ROC",
+    )
+    _check_png(p)
+
+
+def test_learning_curves(tmp_path: Path) -> None:
+    _check_png(plot_learning_curves(_records(5), tmp_path / "curves.png", title="run"))
+    _check_png(plot_learning_curves([], tmp_path / "empty.png"))  # no data: still a figure
+
+
+def test_learning_curve_grid(tmp_path: Path) -> None:
+    panels = {
+        "Backbone": {"ResNet-18": _records(4), "ResNet-50": _records(4, 0.05)},
+        "Embedding size": {"64": _records(3), "128": _records(3, 0.01)},
+        "Scales": {"1": _records(3)},
+        "Loss": {"triplet": _records(2), "triplet + CE": _records(2, 0.03)},
+    }
+    _check_png(plot_learning_curve_grid(panels, tmp_path / "grid.png"))
+
+
+def test_learning_curve_uses_the_run_wide_step(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import pcbsiam.viz.plots as plots
+
+    seen = []
+    real = plots._series
+    monkeypatch.setattr(plots, "_series", lambda recs, kind, x, y: seen.append(x) or real(recs, kind, x, y))
+    recs = [
+        {"kind": "step", "epoch": e, "step": s, "global_step": 3 * e + s + 1, "loss": 1.0}
+        for e in range(2)
+        for s in range(3)
+    ]
+    plots.plot_learning_curves(recs, tmp_path / "c.png")
+    assert "global_step" in seen
+    x, _ = real(recs, "step", "global_step", "loss")
+    assert len(x) == 6
