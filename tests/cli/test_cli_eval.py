@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcbsiam.bundle import load_bundle
-from pcbsiam.cli import main
-from pcbsiam.evaluation import classical_scorer, load_subset
+from pcbsiam.cli.main import main
+from pcbsiam.data.crops import PatchSpec
+from pcbsiam.deploy.bundle import load_bundle
+from pcbsiam.evaluation.evaluate import classical_scorer, load_subset
 from tests.conftest import board
 
 
@@ -116,7 +117,7 @@ def test_calibrate_evaluate_inspect_chain(
     summary = json.loads((tmp_path / "batch" / "summary.json").read_text())
     assert summary["boards"] == 24 and 0 <= summary["defects_flagged_share"] <= 1
     rows = list(csv.DictReader((tmp_path / "batch" / "verdicts.csv").read_text().splitlines()))
-    assert len(rows) == 24 and {"name", "verdict", "max_distance", "dy", "dx"} <= set(rows[0])
+    assert len(rows) == 24 and {"name", "verdict", "max_score", "dy", "dx"} <= set(rows[0])
 
 
 def _first_template(root: Path) -> str:
@@ -174,7 +175,7 @@ def test_baseline_command_and_scorer(synth_root: Path, tmp_path: Path, capsys: p
     assert code == 0 and "classical" in out
     rep = json.loads((tmp_path / "b.json").read_text())
     assert rep["auroc"] > 0.7  # defect pixels separate synthetic defects well
-    data = load_subset(synth_root, "trainval.txt", "all", None, 64)
+    data = load_subset(synth_root, "trainval.txt", "all", None, PatchSpec(patch=64))
     scores = classical_scorer()(data.store, data.index)
     assert scores.shape == (len(data.index),) and np.all(scores >= 0)
     assert scores[data.index.labels == 1].mean() > scores[data.index.labels == 0].mean()

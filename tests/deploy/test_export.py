@@ -180,7 +180,7 @@ def test_cli_export_with_int8(tmp_path: Path, tiny_deeppcb: Path, capsys: pytest
     ]
     assert cli.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["mode"] == "embeddings" and out.is_file()
+    assert report["graph"] == "embeddings" and report["model_mode"] == "paper" and out.is_file()
     assert Path(report["int8"]["onnx"]) == tmp_path / "m-int8.onnx"
     assert 0.0 <= report["int8"]["check"]["verdict_agreement"] <= 1.0
 

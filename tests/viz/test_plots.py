@@ -92,3 +92,12 @@ def test_learning_curve_uses_the_run_wide_step(tmp_path, monkeypatch) -> None:  
     assert "global_step" in seen
     x, _ = real(recs, "step", "global_step", "loss")
     assert len(x) == 6
+
+
+def test_loss_curves_are_the_parts_the_loss_has() -> None:
+    from pcbsiam.viz.plots import loss_curves
+
+    triplet = [{"kind": "step", "loss": 1.0, "loss_triplet": 0.6, "loss_ce": 0.4}]
+    assert [label for _, label, _ in loss_curves(triplet)] == ["total loss", "triplet loss", "cross-entropy loss"]
+    pair = [{"kind": "step", "loss": 1.0, "loss_bce": 1.0}]  # one part: it is the total
+    assert [key for key, _, _ in loss_curves(pair)] == ["loss"]

@@ -6,28 +6,30 @@ import argparse
 import csv
 import io
 import json
-import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from pcbsiam.cli.common import (
+    data_options,
+    device_option,
+    json_option,
+    model_option,
+    progress,
+    tiling_options,
+    write_json_if,
+)
 from pcbsiam.errors import PcbsiamError
 
-log = logging.getLogger("pcbsiam")
+if TYPE_CHECKING:
+    import numpy as np
 
-
-def _write_json(path: str | Path | None, obj: dict) -> None:
-    if path:
-        from pcbsiam.io import write_json
-
-        write_json(path, obj)
-        print(f"wrote {path}", file=sys.stderr)
+    from pcbsiam.deploy.inspector import Inspector
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from pcbsiam.data.images import load_gray
-    from pcbsiam.evaluation import calibrate_model
+    from pcbsiam.evaluation.evaluate import calibrate_model
 
     boards = {}
     for item in args.board or []:
@@ -70,7 +72,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _plots(out_dir: Path, scores_by_name: dict[str, tuple[np.ndarray, np.ndarray, float]], xlabel: str) -> list[str]:
-    from pcbsiam.plots import plot_distance_histograms, plot_roc
+    from pcbsiam.viz.plots import plot_distance_histograms, plot_roc
 
     written = []
     for name, (s, y, thr) in scores_by_name.items():
@@ -82,8 +84,8 @@ def _plots(out_dir: Path, scores_by_name: dict[str, tuple[np.ndarray, np.ndarray
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pcbsiam.evaluation import evaluate_models, format_table
-    from pcbsiam.metrics import format_mean_std
+    from pcbsiam.evaluation.evaluate import evaluate_models, format_table
+    from pcbsiam.evaluation.metrics import format_mean_std
 
     result, curves = evaluate_models(
         args.model,
@@ -104,15 +106,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {format_mean_std(v['mean'], v['std'])}" for k, v in result["mean_std"].items())
         )
     if args.out:
-        result["plots"] = _plots(Path(args.out), curves, "L2 distance")
+        from pcbsiam.deploy.bundle import load_bundle
+
+        label = load_bundle(args.model[0]).model.score_label  # several bundles: the first's
+        result["plots"] = _plots(Path(args.out), curves, label)
         print("plots: " + ", ".join(result["plots"]), file=sys.stderr)
-    _write_json(args.json or (Path(args.out) / "evaluation.json" if args.out else None), result)
+    write_json_if(args.json or (Path(args.out) / "evaluation.json" if args.out else None), result, announce=True)
     return 0
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from pcbsiam.baseline import ClassicalComparator
-    from pcbsiam.evaluation import calibrate_scores, classical_scorer, format_table, load_subset, report, run_val_items
+    from pcbsiam.data.crops import PatchSpec
+    from pcbsiam.evaluation.baseline import ClassicalComparator
+    from pcbsiam.evaluation.evaluate import (
+        calibrate_scores,
+        classical_scorer,
+        format_table,
+        load_subset,
+        report,
+        run_val_items,
+    )
 
     val_items = run_val_items(args.model) if args.model else None
     comp = (
@@ -123,8 +136,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         )
     )
     scorer = classical_scorer(comp)
-    train = load_subset(args.data, args.split, "train", val_items, args.patch, cache_dir=args.cache_dir)
-    val = load_subset(args.data, args.split, "val", val_items, args.patch, cache_dir=args.cache_dir)
+    spec = PatchSpec(patch=args.patch)
+    train = load_subset(args.data, args.split, "train", val_items, spec, cache_dir=args.cache_dir)
+    val = load_subset(args.data, args.split, "val", val_items, spec, cache_dir=args.cache_dir)
     cal = calibrate_scores(scorer(train.store, train.index), train.index.labels, args.policy)
     s = scorer(val.store, val.index)
     rep = report(s, val.index, cal.threshold) | {
@@ -135,7 +149,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     print(format_table({"classical": rep}))
     if args.out:
         rep["plots"] = _plots(Path(args.out), {"classical": (s, val.index.labels, cal.threshold)}, "defect pixels")
-    _write_json(args.json or (Path(args.out) / "baseline.json" if args.out else None), rep)
+    write_json_if(args.json or (Path(args.out) / "baseline.json" if args.out else None), rep, announce=True)
     return 0
 
 
@@ -153,11 +167,11 @@ def _pairs_in_folder(folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from pcbsiam.bundle import load_bundle
     from pcbsiam.data.images import load_gray
-    from pcbsiam.inference import Inspector
-    from pcbsiam.io import write_json, write_text
-    from pcbsiam.viz import render_overlay
+    from pcbsiam.deploy.bundle import load_bundle
+    from pcbsiam.deploy.inspector import Inspector
+    from pcbsiam.io import write_json
+    from pcbsiam.viz.overlay import render_overlay
 
     inspector = Inspector(
         load_bundle(args.model, args.device), args.device, overlap=args.overlap, max_shift=args.max_shift
@@ -175,7 +189,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "verdict": rep["verdict"],
-                    "max_distance": round(rep["max_distance"], 4),
+                    "max_score": round(rep["max_score"], 4),
                     "defective_tiles": rep["defective_tiles"],
                     "shift": rep["shift"],
                     "report": str(out / "report.json"),
@@ -184,11 +198,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    return _inspect_batch(args, inspector, out, write_json, write_text, load_gray)
+    return _inspect_batch(args, inspector, out)
 
 
-def _inspect_batch(args, inspector, out: Path, write_json, write_text, load_gray) -> int:  # noqa: ANN001
+def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) -> int:
+    """Inspect every pair of ``--pairs`` or ``--data/--split``; write verdicts.csv and summary.json."""
+    from pcbsiam.data.images import load_gray
     from pcbsiam.data.sources import read_boards
+    from pcbsiam.io import write_json, write_text
 
     if args.pairs:
         items = [(name, t, r, None) for name, t, r in _pairs_in_folder(Path(args.pairs))]
@@ -210,7 +227,7 @@ def _inspect_batch(args, inspector, out: Path, write_json, write_text, load_gray
             {
                 "name": name,
                 "verdict": "defective" if res.defective else "pass",
-                "max_distance": round(res.max_distance, 6),
+                "max_score": round(res.max_score, 6),
                 "defective_tiles": sum(t.defective for t in res.tiles),
                 "tiles": len(res.tiles),
                 "dy": res.shift["dy"],
@@ -224,8 +241,7 @@ def _inspect_batch(args, inspector, out: Path, write_json, write_text, load_gray
                 cy, cx = (y1 + y2) / 2, (x1 + x2) / 2
                 boxes_total += 1
                 caught += any(t.defective and t.y <= cy < t.y + t.h and t.x <= cx < t.x + t.w for t in res.tiles)
-        if n % 25 == 0 or n == len(items):
-            print(f"  {n}/{len(items)} boards", file=sys.stderr)
+        progress(n, len(items), 25)
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -255,68 +271,90 @@ def _inspect_batch(args, inspector, out: Path, write_json, write_text, load_gray
     return 0
 
 
+def _subset_options(subset_help: str, max_patches_help: str | None = None) -> argparse.ArgumentParser:
+    """``--subset`` (auto, train, val, all) and ``--max-patches`` of calibrate and evaluate."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--subset", default="auto", choices=["auto", "train", "val", "all"], help=subset_help)
+    p.add_argument("--max-patches", type=int, default=None, help=max_patches_help)
+    return p
+
+
+def _policy_option() -> argparse.ArgumentParser:
+    """``--policy``: the operating point the threshold is chosen for."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--policy", default="accuracy", help="accuracy (paper), balanced_accuracy, f1, recall:0.995")
+    return p
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add calibrate, evaluate, baseline and inspect to the ``pcbsiam`` parser."""
-
-    def data_args(q: argparse.ArgumentParser, required: bool = True) -> None:
-        q.add_argument("--data", required=required, help="DeepPCB root (holding PCBData/) or paper layout root")
-        q.add_argument("--split", default="trainval.txt", help="split file (DeepPCB layout)")
-        q.add_argument("--cache-dir", default=None, help="memory-map decoded boards from here")
-        q.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-
-    c = sub.add_parser("calibrate", help="choose the threshold and write a model bundle")
-    c.add_argument("--model", required=True, help="training run folder, checkpoint or bundle")
-    data_args(c)
-    c.add_argument("--policy", default="accuracy", help="accuracy (paper), balanced_accuracy, f1, recall:0.995")
-    c.add_argument(
-        "--subset",
-        default="auto",
-        choices=["auto", "train", "val", "all"],
-        help="items to calibrate on (auto: the run's training items, else all)",
+    c = sub.add_parser(
+        "calibrate",
+        help="choose the threshold and write a model bundle",
+        parents=[
+            model_option("training run folder, checkpoint or bundle"),
+            data_options(),
+            device_option(),
+            _policy_option(),
+            _subset_options(
+                "items to calibrate on (auto: the run's training items, else all)",
+                "calibrate on at most this many patches",
+            ),
+        ],
     )
-    c.add_argument("--max-patches", type=int, default=None, help="calibrate on at most this many patches")
     c.add_argument("--board", action="append", metavar="NAME=IMAGE", help="register a standard board")
     c.add_argument("--out", default=None, help="bundle file (default: RUN/model.bundle or the bundle itself)")
     c.set_defaults(func=cmd_calibrate)
 
-    e = sub.add_parser("evaluate", help="metrics, per-type recall, histograms and ROC of one or more models")
-    e.add_argument("--model", required=True, action="append", help="bundle (repeat for several runs: mean ± std)")
-    data_args(e)
-    e.add_argument(
-        "--subset",
-        default="auto",
-        choices=["auto", "train", "val", "all"],
-        help="items to evaluate (auto: the run's validation items, else all)",
+    e = sub.add_parser(
+        "evaluate",
+        help="metrics, per-type recall, histograms and ROC of one or more models",
+        parents=[
+            model_option("bundle (repeat for several runs: mean ± std)", repeat=True),
+            data_options(),
+            device_option(),
+            _subset_options("items to evaluate (auto: the run's validation items, else all)"),
+            json_option("write the figures here"),
+        ],
     )
-    e.add_argument("--max-patches", type=int, default=None)
     e.add_argument("--baseline", action="store_true", help="also the classical comparison on the same patches")
-    e.add_argument("--engines", default=None, help="also score through engines: onnx-fp32,onnx-int8 (paper mode)")
-    e.add_argument("--json", default=None, help="write the figures here")
+    e.add_argument("--engines", default=None, help="also score through engines: onnx-fp32,onnx-int8 (every mode)")
     e.add_argument("--out", default=None, help="folder for plots (and evaluation.json)")
     e.set_defaults(func=cmd_evaluate)
 
-    b = sub.add_parser("baseline", help="classical template comparison, calibrated and evaluated the same way")
-    data_args(b)
-    b.add_argument("--model", default=None, help="a run folder whose train/validation split to use")
-    b.add_argument("--policy", default="accuracy")
+    b = sub.add_parser(
+        "baseline",
+        help="classical template comparison, calibrated and evaluated the same way",
+        parents=[
+            data_options(),
+            device_option(),
+            model_option("a run folder whose train/validation split to use", required=False),
+            _policy_option(),
+            json_option("write the figures here"),
+        ],
+    )
     b.add_argument("--patch", type=int, default=128)
     b.add_argument("--k", type=int, default=2, help="tolerance band in px")
     b.add_argument("--neighbourhood", default="disk", choices=["disk", "square"])
     b.add_argument("--open-size", type=int, default=3, help="opening of the defect map (0: none)")
     b.add_argument("--plain", action="store_true", help="the textbook variant: k=3, square band, no opening")
-    b.add_argument("--json", default=None)
-    b.add_argument("--out", default=None)
+    b.add_argument("--out", default=None, help="folder for plots (and baseline.json)")
     b.set_defaults(func=cmd_baseline)
 
-    i = sub.add_parser("inspect", help="inspect a whole board (or a batch) and draw the verdict")
-    i.add_argument("--model", required=True, help="bundle (or a run folder with a validated threshold)")
+    i = sub.add_parser(
+        "inspect",
+        help="inspect a whole board (or a batch) and draw the verdict",
+        parents=[
+            model_option("bundle (or a run folder with a validated threshold)"),
+            data_options(required=False),
+            device_option(),
+            tiling_options(),
+        ],
+    )
     i.add_argument("--test", default=None, help="tested image")
     i.add_argument("--template", default=None, help="defect-free reference image")
     i.add_argument("--board", default=None, help="name of a standard board registered in the bundle")
     i.add_argument("--batch", action="store_true", help="inspect every pair of --data/--split or --pairs")
-    data_args(i, required=False)
     i.add_argument("--pairs", default=None, help="folder of <name>_test.<ext> and <name>_temp.<ext> pairs")
-    i.add_argument("--overlap", type=float, default=0.0, help="share of a tile overlapping its neighbour")
-    i.add_argument("--max-shift", type=int, default=16, help="largest registration offset accepted (px)")
     i.add_argument("--out", required=True, help="output folder")
     i.set_defaults(func=cmd_inspect)

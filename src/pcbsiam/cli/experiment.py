@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from pcbsiam.cli.common import config_options
 from pcbsiam.errors import ConfigError
 
 
@@ -48,14 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train every cell of a grid with N seeds into DIR/runs/ (finished runs are skipped, "
         "interrupted ones resumed, failures recorded in DIR/failures.jsonl), then write DIR/results.json, "
         "DIR/tables.md and DIR/learning_curves.png. Exit status 1 when a run failed.",
+        parents=[config_options("override for every cell, e.g. train.device=cuda", data_root=True)],
     )
     e.add_argument("--grid", default=None, help="grid YAML file or shipped grid name (paper, cpu)")
     e.add_argument("--repeats", type=int, default=None, help="seeds per cell (default: the grid's repeats)")
     e.add_argument("--out", required=True, help="experiment folder")
-    e.add_argument("--data", default=None, help="data root (overrides data.root)")
-    e.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override for every cell, e.g. train.device=cuda"
-    )
     e.add_argument(
         "--only",
         action="append",

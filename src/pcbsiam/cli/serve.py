@@ -1,6 +1,6 @@
 """``pcbsiam serve`` and ``pcbsiam serve-loadtest``: the inspection service and its load test.
 
-:func:`register` adds both sub-commands to the ``pcbsiam`` parser; ``python -m pcbsiam.cli_serve``
+:func:`register` adds both sub-commands to the ``pcbsiam`` parser; ``python -m pcbsiam.cli.serve``
 runs them on their own.
 """
 
@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from pcbsiam.errors import PcbsiamError
+from pcbsiam.cli.common import device_option, model_option, tiling_options
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +67,36 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     return 0 if report.errors == 0 and not report.db_missing else 1
 
 
+def _token_option() -> argparse.ArgumentParser:
+    """``--token`` (default ``$PCBSIAM_TOKEN``) of the service and of its load test."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--token",
+        default=os.environ.get("PCBSIAM_TOKEN"),
+        help="bearer token (default: $PCBSIAM_TOKEN; prefer the variable, a command line is visible to ps)",
+    )
+    return p
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``serve-loadtest`` to the ``pcbsiam`` sub-command parser ``sub``."""
-    token_help = "bearer token (default: $PCBSIAM_TOKEN; prefer the variable, a command line is visible to ps)"
-    s = sub.add_parser("serve", help="run the inspection service (HTTP API, review page at /)")
-    s.add_argument("--model", required=True, help="calibrated bundle file")
+    s = sub.add_parser(
+        "serve",
+        help="run the inspection service (HTTP API, review page at /)",
+        parents=[
+            model_option("calibrated bundle file"),
+            _token_option(),
+            tiling_options(),
+            device_option("torch device: cpu, cuda, cuda:1 ..."),
+        ],
+    )
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--token", default=os.environ.get("PCBSIAM_TOKEN"), help=token_help)
     s.add_argument("--db", default="sqlite:///inspections.db", help="SQLAlchemy URL of the inspection records")
     s.add_argument("--workers-threads", type=int, default=2, help="inspections run at once")
     s.add_argument("--max-queue", type=int, default=16, help="inspections waiting for a thread before 503")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body, MiB")
     s.add_argument("--max-pixels", type=int, default=25_000_000, help="largest image, pixels")
-    s.add_argument("--overlap", type=float, default=0.0, help="tile overlap share in [0, 1)")
-    s.add_argument("--max-shift", type=int, default=16, help="largest registration offset, px")
-    s.add_argument("--device", default="cpu", help="torch device")
     s.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     s.add_argument(
         "--no-store-images",
@@ -92,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(func=cmd_serve)
 
-    t = sub.add_parser("serve-loadtest", help="bounded load test of a running service")
+    t = sub.add_parser("serve-loadtest", help="bounded load test of a running service", parents=[_token_option()])
     t.add_argument("--url", required=True, help="service base URL, e.g. http://127.0.0.1:8000")
     t.add_argument("--clients", type=int, default=4, help="concurrent clients")
     t.add_argument("--requests", type=int, default=25, help="requests per client")
@@ -100,7 +114,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ref = t.add_mutually_exclusive_group(required=True)
     ref.add_argument("--template", help="template image file")
     ref.add_argument("--board", help="registered board name")
-    t.add_argument("--token", default=os.environ.get("PCBSIAM_TOKEN"), help=token_help)
     t.add_argument("--db", default=None, help="the service's database URL: check every returned id is recorded")
     t.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, s")
     t.add_argument("--max-seconds", type=float, default=600.0, help="no request starts after this, s")
@@ -109,17 +122,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``serve`` or ``serve-loadtest`` without the rest of the ``pcbsiam`` command."""
-    parser = argparse.ArgumentParser(prog="python -m pcbsiam.cli_serve")
+    from pcbsiam.cli.main import run
+
+    parser = argparse.ArgumentParser(prog="python -m pcbsiam.cli.serve")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    try:
-        return int(args.func(args) or 0)
-    except PcbsiamError as exc:
-        print(f"pcbsiam: error: {exc}", file=sys.stderr)
-        return 2
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

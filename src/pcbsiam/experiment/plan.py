@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pcbsiam.config import Config, from_dict, load_config
+from pcbsiam.config import Config, ModelConfig, from_dict, load_config
 from pcbsiam.errors import ConfigError
 from pcbsiam.experiment.grid import Grid, load_grid
 
@@ -56,8 +56,7 @@ def cell_id(cfg: Config) -> str:
     m = cfg.model
     scales = "".join(str(s) for s in sorted(set(m.scales)))
     loss = cfg.train.loss.replace("+", "_")
-    mode = getattr(m, "mode", "paper")
-    prefix = "" if mode == "paper" else f"{mode}-"
+    prefix = {ModelConfig().mode: ""}.get(m.mode, f"{m.mode}-")  # the default mode keeps the short name
     return f"{prefix}{m.backbone}-d{m.embedding_dim}-s{scales}-{loss}-{digest}"
 
 

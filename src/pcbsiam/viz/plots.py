@@ -5,7 +5,7 @@ safe to call from several threads), writes the PNG atomically through
 :func:`pcbsiam.io.atomic_path`, and returns the path written.
 
 Learning-curve functions read ``metrics.jsonl`` records: ``{"kind": "step", "step", "epoch",
-"loss", ["loss_triplet", "loss_ce"]}`` and ``{"kind": "epoch", "epoch", "val_accuracy",
+"loss", "loss_<part>" for each part the objective's loss has}`` and ``{"kind": "epoch", "epoch", "val_accuracy",
 "val_auroc", "train_loss"}``. Records of other kinds and missing or non-numeric values are
 ignored; when a step or epoch appears twice (a resumed run), the last record wins.
 """
@@ -26,7 +26,11 @@ from numpy.typing import ArrayLike
 from pcbsiam.evaluation.metrics import _as_scores_labels, roc_auc, roc_curve
 from pcbsiam.io import atomic_path
 
+#: Legend labels of the loss parts objectives report (``loss_<part>`` in metrics.jsonl).
+LOSS_LABELS = {"triplet": "triplet loss", "ce": "cross-entropy loss", "bce": "binary cross-entropy"}
+
 __all__ = [
+    "loss_curves",
     "plot_distance_histograms",
     "plot_learning_curve_grid",
     "plot_learning_curves",
@@ -170,6 +174,19 @@ def _no_data(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
 
 
+def loss_curves(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """(record key, legend label, colour) of each loss curve: the total and the parts the run's loss
+    reported (none when it has one part: that part is the total)."""
+    parts = list(dict.fromkeys(k for r in records if r.get("kind") == "step" for k in r if k.startswith("loss_")))
+    if len(parts) == 1:
+        parts = []
+    colours = ("tab:orange", "tab:green", "tab:blue", "tab:purple")
+    return [("loss", "total loss", "black")] + [
+        (k, LOSS_LABELS.get(k.removeprefix("loss_"), k.removeprefix("loss_")), colours[i % len(colours)])
+        for i, k in enumerate(parts)
+    ]
+
+
 def plot_learning_curves(
     records: Sequence[Mapping[str, Any]],
     path: str | Path,
@@ -191,11 +208,7 @@ def plot_learning_curves(
     ax_loss, ax_val = fig.subplots(1, 2)
 
     any_loss = False
-    for key, label, color in (
-        ("loss", "total loss", "black"),
-        ("loss_triplet", "triplet loss", "tab:orange"),
-        ("loss_ce", "cross-entropy loss", "tab:green"),
-    ):
+    for key, label, color in loss_curves(records):
         # the step count over the whole run (``step`` restarts every epoch)
         step_key = "global_step" if any("global_step" in r for r in records) else "step"
         x, y = _series(records, "step", step_key, key)

@@ -1,0 +1,1 @@
+"""The ``pcbsiam`` command line: one module per command group, ``main`` builds the parser."""

@@ -1,0 +1,119 @@
+"""What several command groups share: parent parsers of their common options, and small helpers.
+
+A parent parser is passed to ``sub.add_parser(..., parents=[...])``; each factory returns a fresh one,
+so that one group's help texts or ``required`` never leak into another's. Nothing here imports
+torch or the library, so building the whole ``pcbsiam`` parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pcbsiam.errors import ConfigError
+
+DATA_HELP = "DeepPCB root (holding PCBData/) or paper layout root"
+SPLIT_HELP = "split file (DeepPCB layout)"
+DEVICE_HELP = "cpu, cuda, cuda:1 ..."
+
+
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def data_options(
+    required: bool = True,
+    data_help: str = DATA_HELP,
+    split_help: str = SPLIT_HELP,
+    cache_dir: bool = True,
+) -> argparse.ArgumentParser:
+    """``--data`` / ``--split`` (default ``trainval.txt``) / ``--cache-dir``: where the boards come from."""
+    p = _parent()
+    p.add_argument("--data", required=required, help=data_help)
+    p.add_argument("--split", default="trainval.txt", help=split_help)
+    if cache_dir:
+        p.add_argument("--cache-dir", default=None, help="memory-map decoded boards from here")
+    return p
+
+
+def device_option(help: str = DEVICE_HELP) -> argparse.ArgumentParser:
+    """``--device`` (default ``cpu``)."""
+    p = _parent()
+    p.add_argument("--device", default="cpu", help=help)
+    return p
+
+
+def model_option(help: str, required: bool = True, repeat: bool = False) -> argparse.ArgumentParser:
+    """``--model``: a bundle, run folder or checkpoint (``repeat``: a list, one per ``--model``)."""
+    p = _parent()
+    if repeat:
+        p.add_argument("--model", required=required, action="append", help=help)
+    else:
+        p.add_argument("--model", required=required, default=None, help=help)
+    return p
+
+
+def config_options(set_help: str, data_root: bool = False) -> argparse.ArgumentParser:
+    """``--set KEY=VALUE`` config overrides (repeatable) and, with ``data_root``, ``--data`` for ``data.root``."""
+    p = _parent()
+    if data_root:
+        p.add_argument("--data", default=None, help="data root (overrides data.root)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    return p
+
+
+def json_option(help: str | None = None) -> argparse.ArgumentParser:
+    """``--json FILE``: also write the command's figures there."""
+    p = _parent()
+    p.add_argument("--json", default=None, help=help)
+    return p
+
+
+def parse_csv(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated option value."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_csv_ints(text: str, what: str = "batch sizes", example: str = "1,32") -> list[int]:
+    """Positive integers of a comma-separated option value; a sentence otherwise."""
+    try:
+        values = [int(t) for t in parse_csv(text)]
+    except ValueError as exc:
+        raise ConfigError(f"{what} must be comma-separated integers, e.g. {example}; got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise ConfigError(f"{what} must be positive integers, got {text!r}")
+    return values
+
+
+def report_skipped(skipped: list) -> None:
+    """List the items a command passed over on stderr."""
+    if skipped:
+        print(f"skipped {len(skipped)} item(s):", file=sys.stderr)
+        for err in skipped:
+            print(f"  {err}", file=sys.stderr)
+
+
+def progress(done: int, total: int, every: int, unit: str = "boards") -> None:
+    """``  done/total boards`` on stderr every ``every`` items and at the end."""
+    if done == total or done % max(1, every) == 0:
+        print(f"  {done}/{total} {unit}", file=sys.stderr)
+
+
+def write_json_if(path: str | Path | None, obj: Any, announce: bool = False) -> None:
+    """Write ``obj`` as JSON to ``path`` when one is given (``announce``: say so on stderr)."""
+    if path:
+        from pcbsiam.io import write_json
+
+        write_json(path, obj)
+        if announce:
+            print(f"wrote {path}", file=sys.stderr)
+
+
+def tiling_options() -> argparse.ArgumentParser:
+    """``--overlap`` and ``--max-shift`` of a whole-board inspection (``inspect``, ``serve``)."""
+    p = _parent()
+    p.add_argument("--overlap", type=float, default=0.0, help="share of a tile overlapping its neighbour, in [0, 1)")
+    p.add_argument("--max-shift", type=int, default=16, help="largest registration offset accepted (px)")
+    return p

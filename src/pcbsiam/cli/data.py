@@ -1,0 +1,95 @@
+"""``pcbsiam data synth|stats|show|bench``: synthesise boards, count patches, draw pairs, time the loader."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pcbsiam.cli.common import data_options, progress, report_skipped
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    """Write synthetic boards in the DeepPCB layout; print the root and split file as JSON."""
+    from pcbsiam.data.synth import write_dataset
+
+    split = write_dataset(
+        Path(args.out),
+        boards=args.boards,
+        seed=args.seed,
+        size=args.size,
+        groups=args.groups,
+        progress=lambda done, total: progress(done, total, total // 10),
+    )
+    print(json.dumps({"root": str(Path(args.out)), "split": str(split), "boards": args.boards}))
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    """Print the DeepPCB-Cls patch counts of a data set as one JSON object."""
+    from pcbsiam.data.sources import patches_of, read_boards
+    from pcbsiam.data.store import load_store
+
+    store = load_store(read_boards(args.data, args.split), cache_dir=args.cache_dir)
+    stats = patches_of(store, args.patch, args.stride).stats()
+    stats = {"boards": len(store), "skipped": len(store.skipped), **stats}
+    print(json.dumps(stats, indent=None if args.compact else 2))
+    report_skipped(store.skipped)
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    """Draw template and tested image of some items with their defect boxes; print the PNG's path."""
+    from pcbsiam.data.images import load_gray
+    from pcbsiam.data.sources import read_boards
+    from pcbsiam.viz.overlay import plot_board_pairs
+
+    boards = read_boards(args.data, args.split)
+    chosen = [p for p in boards.pairs if not args.name or p.name in args.name][: args.n]
+    rows = [(load_gray(p.tested), load_gray(p.template), p.boxes, p.name) for p in chosen]
+    print(plot_board_pairs(rows, args.out))
+    return 0
+
+
+def cmd_data_bench(args: argparse.Namespace) -> int:
+    """Print the training loader's throughput as JSON."""
+    from pcbsiam.train.bench import bench_loader
+
+    report = bench_loader(args.data, args.split, args.size, args.batch_size, args.workers, args.seconds, args.cache_dir)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``data`` and its sub-commands to the ``pcbsiam`` parser."""
+    data = sub.add_parser("data", help="data sets: synthesise boards, count patches, time the loader")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    s = dsub.add_parser("synth", help="write synthetic DeepPCB-like boards in the DeepPCB layout")
+    s.add_argument("--out", required=True, help="output root (PCBData/ is created inside)")
+    s.add_argument("--boards", type=int, default=40, help="number of board pairs")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=640, help="board side in pixels")
+    s.add_argument("--groups", type=int, default=4, help="number of PCB designs (groups)")
+    s.set_defaults(func=cmd_data_synth)
+
+    s = dsub.add_parser("stats", help="DeepPCB-Cls patch counts as one JSON object", parents=[data_options()])
+    s.add_argument("--patch", type=int, default=128)
+    s.add_argument("--stride", type=int, default=None)
+    s.add_argument("--compact", action="store_true", help="one-line JSON")
+    s.set_defaults(func=cmd_data_stats)
+
+    s = dsub.add_parser(
+        "show", help="draw template and tested image with their defect boxes (PNG)", parents=[data_options()]
+    )
+    s.add_argument("--out", required=True, help="PNG to write")
+    s.add_argument("--n", type=int, default=2, help="number of items")
+    s.add_argument("--name", action="append", help="item name(s) to draw, e.g. 20085000")
+    s.set_defaults(func=cmd_data_show)
+
+    s = dsub.add_parser("bench", help="patches/s of the training loader", parents=[data_options()])
+    s.add_argument("--size", type=int, default=128)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--workers", type=int, default=0)
+    s.add_argument("--seconds", type=float, default=10.0)
+    s.set_defaults(func=cmd_data_bench)
