@@ -117,7 +117,8 @@ def test_review_page_inspects_and_lists(sync_playwright, server: str, tmp_path: 
             page.wait_for_function("document.getElementById('overlay').dataset.loaded")
             assert page.text_content("#verdict") == "PASS"
             first_id = page.text_content("#inspection-id")
-            assert page.text_content("#max-distance") == "0.0000"
+            assert page.text_content("#max-score") == "0.0000"
+            assert page.text_content("#score-name") == "max L2 distance"  # the model names its score
 
             # tested + template file: the defective board
             page.check("input[name=refkind][value=template]")
@@ -126,7 +127,7 @@ def test_review_page_inspects_and_lists(sync_playwright, server: str, tmp_path: 
             page.click("#inspect")
             page.wait_for_function(f"(d => d && d !== {first_id!r})(document.getElementById('overlay').dataset.loaded)")
             assert page.text_content("#verdict") == "DEFECTIVE"
-            assert float(page.text_content("#max-distance")) > float(page.text_content("#threshold"))
+            assert float(page.text_content("#max-score")) > float(page.text_content("#threshold"))
             page.wait_for_function("document.querySelectorAll('#history tr').length >= 2")
             assert page.text_content("#history tr:first-child td:nth-child(2)") == "defective"
             assert page.text_content("#history tr:nth-child(2) td:nth-child(2)") == "pass"
