@@ -56,3 +56,24 @@ def test_store_cache_round_trip(tiny_deeppcb: Path, tmp_path: Path) -> None:
     second = load_store(boards, cache_dir=tmp_path / "cache")
     assert all(np.array_equal(a, b) for a, b in zip(first.tested, second.tested, strict=True))
     assert isinstance(np.asarray(second.reference[0]).base, np.memmap) or second.reference[0].base is not None
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_images_are_scaled_not_clipped(tmp_path: Path, suffix: str) -> None:
+    arr = (np.arange(64 * 48) % 256).astype(np.uint8).reshape(48, 64)
+    Image.fromarray(arr.astype(np.uint16) * 257).save(tmp_path / f"a{suffix}")
+    with Image.open(tmp_path / f"a{suffix}") as img:
+        assert img.mode.startswith("I;16")  # really a 16-bit file
+    np.testing.assert_array_equal(load_gray(tmp_path / f"a{suffix}"), arr)
+
+
+def test_32_bit_and_float_images(tmp_path: Path) -> None:
+    from pcbsiam.data.images import to_gray
+
+    arr = (np.arange(16 * 16) % 256).astype(np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(to_gray(Image.fromarray(arr.astype(np.int32) * 257)), arr)
+    np.testing.assert_array_equal(to_gray(Image.fromarray(arr.astype(np.float32) / 255)), arr)
+    with pytest.raises(ValueError, match="outside"):
+        to_gray(Image.fromarray(np.full((4, 4), 2.0, np.float32)))
+    with pytest.raises(ValueError, match="8 or 16 bits"):
+        to_gray(Image.fromarray(np.full((4, 4), 70000, np.int32)))

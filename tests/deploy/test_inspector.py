@@ -134,3 +134,21 @@ def test_tile_crops_agree_on_a_shifted_defect_free_board(tmp_path: Path) -> None
     boxes, t, r = Inspector(bundle).crop_tiles(tested, reference, tiles, Shift(-2, 1, 1.0))
     assert boxes[4] == (64 - 8 + 3, 64 - 8 - 2, 80, 80)
     assert np.array_equal(t[4], r[4])
+
+
+def test_a_16_bit_copy_of_a_deeppcb_board_gets_the_same_verdicts(shared_deeppcb: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pcbsiam.data.images import load_gray
+
+    base = shared_deeppcb / "PCBData" / "group20085" / "20085"
+    tested8, template8 = load_gray(base / "20085000_test.jpg"), load_gray(base / "20085000_temp.jpg")
+    for name, arr in (("t16.png", tested8), ("r16.tif", template8)):
+        Image.fromarray(arr.astype(np.uint16) * 257).save(tmp_path / name)
+    tested16, template16 = load_gray(tmp_path / "t16.png"), load_gray(tmp_path / "r16.tif")
+    np.testing.assert_array_equal(tested16, tested8)
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "b.bundle", patch=128, threshold=0.05))
+    inspector = Inspector(bundle)
+    eight, sixteen = inspector.inspect(tested8, template8), inspector.inspect(tested16, template16)
+    assert [t.defective for t in sixteen.tiles] == [t.defective for t in eight.tiles]
+    assert [t.score for t in sixteen.tiles] == pytest.approx([t.score for t in eight.tiles], abs=1e-6)

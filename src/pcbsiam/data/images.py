@@ -14,12 +14,38 @@ from pcbsiam.errors import DataError
 MAX_PIXELS = 64_000_000
 
 
+def _from_16_bits(values: np.ndarray) -> np.ndarray:
+    """0..65535 grey levels to 0..255, linearly and rounded (v * 257 maps back to v exactly)."""
+    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def to_gray(img: Image.Image) -> np.ndarray:
-    """Convert a PIL image of any mode to a greyscale array.
+    """Convert a PIL image of any mode and bit depth to an 8-bit greyscale array.
+
+    16-bit images (PNG, TIFF: Pillow's ``I;16*`` modes, and ``I`` images with values in 0..65535) are
+    scaled from their full 16-bit range, not clipped at 255; float images (``F``) must hold values in
+    [0, 1]. Other modes (RGB, palette, 1-bit, ...) go through Pillow's luminance conversion.
 
     Returns:
         (H, W) uint8.
+
+    Raises:
+        ValueError: a 32-bit integer image with values outside 0..65535, or a float image outside [0, 1].
     """
+    if img.mode.startswith("I;16"):
+        return _from_16_bits(np.asarray(img))
+    if img.mode == "I":
+        values = np.asarray(img)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"32-bit integer image with grey levels {values.min()}..{values.max()}; save it with 8 or 16 bits"
+            )
+        return _from_16_bits(values)
+    if img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if values.size and not (np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0):
+            raise ValueError("floating-point image with grey levels outside [0, 1]; save it with 8 or 16 bits")
+        return np.rint(values * 255.0).astype(np.uint8)
     if img.mode != "L":
         img = img.convert("L")
     return np.asarray(img, dtype=np.uint8).copy()

@@ -146,6 +146,23 @@ class Inspector:
                 self._cache.popitem(last=False)
         return enc
 
+    @torch.inference_mode()
+    def score_tiles(self, tested_crops: list[np.ndarray], reference_crops: list[np.ndarray], key: object) -> np.ndarray:
+        """Scores (M,) of tile crop pairs, ``batch_size`` tiles at a time, so that the memory a board needs
+        does not grow with its size beyond its crops and, for a registered board (``key``), its cached
+        reference encodings (models that encode references alone)."""
+        shared = self.model.encodes_references and key is not None
+        ref_all = self.reference_encodings(key, reference_crops) if shared else None
+        out = []
+        for s in range(0, len(tested_crops), self.batch_size):
+            part = slice(s, s + self.batch_size)
+            if ref_all is None:
+                ref = self.encode_crops(reference_crops[part])
+            else:
+                ref = [r[part] for r in ref_all] if isinstance(ref_all, list) else ref_all[part]
+            out.append(self.model.compare(self.encode_crops(tested_crops[part]), ref).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
     def crop_tiles(
         self, tested: np.ndarray, reference: np.ndarray, tiles: np.ndarray, shift: Shift
     ) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray], list[np.ndarray]]:
@@ -194,9 +211,7 @@ class Inspector:
         shift = self.register(tested, reference) if register else Shift(0, 0, 1.0)
         tiles = board_tiles(*tested.shape, self.spec.patch, self.overlap)
         boxes, tested_crops, reference_crops = self.crop_tiles(tested, reference, tiles, shift)
-        shared = self.model.encodes_references and name is not None
-        ref_enc = self.reference_encodings((name, tuple(boxes)) if shared else None, reference_crops)
-        scores = self.model.compare(self.encode_crops(tested_crops), ref_enc).float().cpu().numpy()
+        scores = self.score_tiles(tested_crops, reference_crops, (name, tuple(boxes)) if name is not None else None)
         thr = self.bundle.threshold
         results = [
             TileResult(int(y), int(x), int(h), int(w), float(s), bool(s > thr))
