@@ -1,0 +1,59 @@
+"""Leave-one-group-out cross-validation: folds train, score, resume and pool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcbsiam.config import load_config
+from pcbsiam.errors import ConfigError
+from pcbsiam.experiment.cv import cv_report, fold_dir, run_cv
+from tests.conftest import TINY_TRAIN
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_two_folds_train_score_pool_and_resume(synth_root: Path, tmp_path: Path) -> None:
+    from pcbsiam.train.fit import fit
+
+    cfg = load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}"])
+    calls: list[str] = []
+
+    def counting_fit(c, out, resume=False):  # noqa: ANN001, ANN202
+        calls.append(c.data.holdout_groups[0])
+        return fit(c, out, resume=resume)
+
+    groups = ["group12000", "group13000"]
+    result = run_cv(cfg, tmp_path / "cv", "tiny", only=groups, calib_patches=None, fit=counting_fit)
+    assert calls == groups and result["done"] == 2 and result["of"] == 4
+    for g in groups:
+        split = json.loads((fold_dir(tmp_path / "cv", g) / "split.json").read_text())
+        held = {n for n in split["val"]}
+        assert held and not held & set(split["train"])  # the held-out group's boards are never trained on
+        scores = np.load(fold_dir(tmp_path / "cv", g) / "scores.npz")
+        assert len(scores["model"]) == len(scores["classical"]) == len(scores["labels"]) > 0
+    pooled = result["pooled"]
+    assert set(pooled) == {"model@accuracy", "model@recall:0.995", "classical@accuracy", "classical@recall:0.995"}
+    n = sum(f["patches"] for f in result["folds"].values())
+    assert pooled["model@accuracy"]["n"] == n
+    assert pooled["classical@recall:0.995"]["recall"] >= pooled["classical@accuracy"]["recall"]
+    assert "| model@accuracy |" in (tmp_path / "cv" / "cv.md").read_text()
+    # repeating skips finished folds; another config in the same folder is refused
+    run_cv(cfg, tmp_path / "cv", "tiny", only=groups, calib_patches=None, fit=counting_fit)
+    assert calls == groups
+    other = load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}", "train.seed=5"])
+    with pytest.raises(ConfigError, match="another config"):
+        run_cv(other, tmp_path / "cv", "tiny", only=groups, fit=counting_fit)
+    assert cv_report(tmp_path / "cv")["done"] == 2
+
+
+def test_bad_requests_are_sentences(synth_root: Path, tmp_path: Path) -> None:
+    cfg = load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}"])
+    with pytest.raises(ConfigError, match="unknown group"):
+        run_cv(cfg, tmp_path / "cv", "tiny", only=["group99"])
+    held = load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}", "data.holdout_groups=[group13000]"])
+    with pytest.raises(ConfigError, match="holdout_groups"):
+        run_cv(held, tmp_path / "cv", "tiny")
