@@ -124,3 +124,22 @@ def test_cli_bench_infer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert cli.main(["bench", "infer", "--batch-sizes", "1,x"]) == 2
     assert cli.main(["bench", "infer", "--backbones", "vgg16"]) == 2
     assert "unknown backbone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx-fp32"])
+def test_bench_inspect_times_every_stage_beside_the_classical_method(
+    engine: str, tiny_deeppcb: Path, tmp_path: Path
+) -> None:
+    from pcbsiam.deploy.bench import STAGES, bench_inspect
+    from pcbsiam.deploy.bundle import load_bundle
+    from tests.conftest import make_tiny_bundle
+
+    pytest.importorskip("onnxruntime")
+    bundle = load_bundle(
+        make_tiny_bundle(tmp_path / "s.bundle", patch=32, overrides=["model.mode=stack", "model.band=2"])
+    )
+    row = bench_inspect(bundle, tiny_deeppcb, engine=engine, boards=3, warmup=1, peak_seconds=0.05)
+    assert row["boards"] == 3 and row["tiles"] == 3 * 9 and row["engine"] == engine and row["mode"] == "stack"
+    assert row["boards_per_s"] > 0 and row["classical_boards_per_s"] > 0 and row["ratio_to_classical"] > 0
+    assert set(row["stage_share"]) == set(STAGES) and sum(row["stage_share"].values()) == pytest.approx(1, abs=0.01)
+    assert row["network_share_of_peak"] > 0

@@ -184,3 +184,113 @@ def format_infer_table(rows: list[dict]) -> str:
         for r in rows
     )
     return head + body
+
+
+# --- end-to-end inspection speed ---------------------------------------------------------------------
+
+STAGES = ("decode", "register", "crop", "network", "rest")
+
+
+def bench_inspect(
+    bundle: Bundle,
+    root: str | Path,
+    split: str | Path = "trainval.txt",
+    engine: str = "torch",
+    boards: int = 50,
+    batch_size: int = 32,
+    workdir: str | Path | None = None,
+    warmup: int = 2,
+    peak_seconds: float = 3.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """End-to-end inspection speed over real boards, with the classical comparison timed on the same boards.
+
+    For each of the first ``boards`` items of the split: decode both images, register, cut the tiles
+    (:class:`pcbsiam.deploy.inspector.Inspector`), score them through ``engine`` and decide. The classical
+    comparison (decode, register, tolerance-band defect map, defect pixels per tile, threshold) then runs
+    over the same boards in the same process.
+
+    Args:
+        bundle: a calibrated bundle of any mode.
+        root: data root (DeepPCB or paper layout).
+        split: split file of ``root``.
+        engine: ``torch``, ``onnx-fp32`` or ``onnx-int8`` (int8 is calibrated on 64 pairs of these boards).
+        boards: how many boards to time.
+        batch_size: tiles per network call.
+        workdir: folder for the ONNX files (default: a temporary folder).
+        warmup: untimed inspections of the first board before timing.
+        peak_seconds: how long to measure the fp32 GEMM peak (the roof of the network stage).
+        progress: called with (boards done, boards) after each board.
+
+    Returns:
+        boards, engine, model boards/s and classical boards/s (decoding included), their ratio, the share
+        of time per stage, the network stage's GFLOP/s and share of the measured fp32 peak, threads,
+        1-minute load average before timing.
+    """
+    import os
+    import tempfile
+
+    from pcbsiam.data.images import load_gray
+    from pcbsiam.data.protocol import tile_grid
+    from pcbsiam.data.sources import read_boards
+    from pcbsiam.deploy.backends import make_engine
+    from pcbsiam.deploy.export import data_patches
+    from pcbsiam.deploy.inspector import Inspector
+    from pcbsiam.errors import PcbsiamError
+    from pcbsiam.evaluation.baseline import ClassicalComparator, tile_scores
+
+    pairs = read_boards(root, split).pairs[:boards]
+    if not pairs:
+        raise PcbsiamError(f"no readable board in {root} ({split}) to time")
+    spec = bundle.spec
+    with tempfile.TemporaryDirectory(prefix="pcbsiam-bench-") as tmp:
+        calib = data_patches(bundle, root, split, n=64) if engine == "onnx-int8" else (None, None)
+        backend = make_engine(engine, bundle, workdir or tmp, calib[0], calibration_references=calib[1])
+        inspector = Inspector(bundle, batch_size=batch_size, engine=None if engine == "torch" else backend)
+        first = (load_gray(pairs[0].tested), load_gray(pairs[0].template))
+        for _ in range(warmup):
+            inspector.inspect(*first)
+        load = os.getloadavg()[0]
+        stages = dict.fromkeys(STAGES, 0.0)
+        tiles = 0
+        t_start = time.perf_counter()
+        for k, pair in enumerate(pairs):
+            t0 = time.perf_counter()
+            tested, template = load_gray(pair.tested), load_gray(pair.template)
+            stages["decode"] += time.perf_counter() - t0
+            result = inspector.inspect(tested, template)
+            for name, sec in result.timings.items():
+                stages[name] += sec
+            tiles += len(result.tiles)
+            if progress is not None:
+                progress(k + 1, len(pairs))
+        model_seconds = time.perf_counter() - t_start
+        comparator = ClassicalComparator(allow_unregistered=True)
+        t_start = time.perf_counter()
+        for pair in pairs:
+            tested, template = load_gray(pair.tested), load_gray(pair.template)
+            dmap, _ = comparator.score_board(tested, template)
+            _ = tile_scores(dmap, tile_grid(*tested.shape, spec.patch)) > 0
+        classical_seconds = time.perf_counter() - t_start
+    flops = flops_per_patch(bundle.model, spec.input_size)
+    net_gflops = tiles * flops / max(stages["network"], 1e-9) / 1e9
+    peak = matmul_peak_gflops(peak_seconds)
+    total = sum(stages.values())
+    return {
+        "boards": len(pairs),
+        "tiles": tiles,
+        "engine": engine,
+        "mode": bundle.cfg.model.mode,
+        "backbone": bundle.cfg.model.backbone,
+        "input_size": spec.input_size,
+        "boards_per_s": round(len(pairs) / model_seconds, 3),
+        "classical_boards_per_s": round(len(pairs) / classical_seconds, 3),
+        "ratio_to_classical": round(classical_seconds / model_seconds, 3),
+        "stage_share": {k: round(v / total, 3) for k, v in stages.items()},
+        "stage_ms_per_board": {k: round(1000 * v / len(pairs), 1) for k, v in stages.items()},
+        "network_gflops": round(net_gflops, 1),
+        "peak_gflops": round(peak, 1),
+        "network_share_of_peak": round(net_gflops / peak, 3),
+        "threads": torch.get_num_threads(),
+        "load_avg": round(load, 2),
+    }

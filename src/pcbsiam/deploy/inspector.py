@@ -16,6 +16,7 @@ from pcbsiam.data.records import BoardPair
 from pcbsiam.data.registration import Shift, estimate_shift
 from pcbsiam.data.store import BoardStore
 from pcbsiam.data.transforms import to_tensor
+from pcbsiam.deploy.backends import Engine
 from pcbsiam.deploy.bundle import Bundle
 from pcbsiam.devices import autocast
 from pcbsiam.errors import PcbsiamError, RegistrationError
@@ -46,6 +47,8 @@ class Inspection:
         size: (H, W) of the tested image.
         seconds: time taken.
         score_name: what the tile scores are, as the model names them (``L2 distance``, ``defect score (logit)``).
+        timings: seconds per stage: ``register``, ``crop`` (tiles and crops), ``network`` (tensors and
+            the network), ``rest`` (threshold and results).
     """
 
     defective: bool
@@ -55,6 +58,7 @@ class Inspection:
     size: tuple[int, int] = (0, 0)
     seconds: float = 0.0
     score_name: str = "score"
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def max_score(self) -> float:
@@ -95,6 +99,8 @@ class Inspector:
         max_shift: largest registration offset searched and accepted, in px.
         batch_size: tiles embedded per forward pass.
         cache_size: number of (board, crop boxes) reference encodings kept.
+        engine: score tiles through this inference backend (:mod:`pcbsiam.deploy.backends`: PyTorch,
+            ONNX Runtime fp32 or int8) instead of the bundle's PyTorch network; no reference cache then.
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class Inspector:
         max_shift: int = 16,
         batch_size: int = 32,
         cache_size: int = 32,
+        engine: Engine | None = None,
     ) -> None:
         if np.isnan(bundle.threshold):
             raise PcbsiamError("the model has no threshold: run `pcbsiam calibrate` to make a bundle first")
@@ -116,6 +123,7 @@ class Inspector:
         self.batch_size = batch_size
         self._cache: OrderedDict[tuple, Encoded] = OrderedDict()
         self.cache_size = cache_size
+        self.engine = engine
 
     @property
     def spec(self) -> PatchSpec:
@@ -151,6 +159,17 @@ class Inspector:
         """Scores (M,) of tile crop pairs, ``batch_size`` tiles at a time, so that the memory a board needs
         does not grow with its size beyond its crops and, for a registered board (``key``), its cached
         reference encodings (models that encode references alone)."""
+        if self.engine is not None:
+            size = self.spec.input_size
+            return np.concatenate(
+                [
+                    self.engine.compare(
+                        to_tensor(tested_crops[s : s + self.batch_size], size).numpy(),
+                        to_tensor(reference_crops[s : s + self.batch_size], size).numpy(),
+                    )[0]
+                    for s in range(0, len(tested_crops), self.batch_size)
+                ]
+            )
         shared = self.model.encodes_references and key is not None
         ref_all = self.reference_encodings(key, reference_crops) if shared else None
         out = []
@@ -209,9 +228,12 @@ class Inspector:
                 raise PcbsiamError(f"unknown board {name!r}; registered boards: {known}")
             reference = self.bundle.boards[name]
         shift = self.register(tested, reference) if register else Shift(0, 0, 1.0)
+        t1 = time.perf_counter()
         tiles = board_tiles(*tested.shape, self.spec.patch, self.overlap)
         boxes, tested_crops, reference_crops = self.crop_tiles(tested, reference, tiles, shift)
+        t2 = time.perf_counter()
         scores = self.score_tiles(tested_crops, reference_crops, (name, tuple(boxes)) if name is not None else None)
+        t3 = time.perf_counter()
         thr = self.bundle.threshold
         results = [
             TileResult(int(y), int(x), int(h), int(w), float(s), bool(s > thr))
@@ -225,4 +247,5 @@ class Inspector:
             (int(tested.shape[0]), int(tested.shape[1])),
             time.perf_counter() - t0,
             self.model.score_label,
+            {"register": t1 - t0, "crop": t2 - t1, "network": t3 - t2, "rest": time.perf_counter() - t3},
         )
