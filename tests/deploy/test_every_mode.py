@@ -104,7 +104,7 @@ def test_every_command_runs_on_every_mode(
     from pcbsiam.serve.app import create_app
 
     app = create_app(mode_bundle, f"sqlite:///{tmp_path / 'db.sqlite'}")
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         buf = tested.read_bytes()
         res = client.post("/v1/inspect", files={"tested": ("t.png", buf, "image/png")}, data={"board": "demo"})
         assert res.status_code == 201, res.text

@@ -1,10 +1,14 @@
-"""Shared pieces of the service tests: a tiny bundle, PNG bytes, free ports, waiting for a server."""
+"""Shared pieces of the service tests: a tiny bundle, PNG bytes, posting, one-sentence errors, free ports,
+waiting for a server."""
 
 from __future__ import annotations
 
 import io
+import logging
 import socket
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import httpx
@@ -35,6 +39,45 @@ def bad_board() -> np.ndarray:
     img = board(1, 192).copy()
     img[70:86, 70:86] = 255 - img[70:86, 70:86]
     return img
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR announcing ``width`` x ``height`` 8-bit grey pixels, and no data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+
+
+def post(client, tested: bytes, template: bytes | None = None, board_name: str | None = None, **kwargs):
+    """``POST /v1/inspect`` of PNG bytes with a template file or a registered board name."""
+    files = {"tested": ("tested.png", tested, "image/png")}
+    if template is not None:
+        files["template"] = ("template.png", template, "image/png")
+    return client.post("/v1/inspect", files=files, data={"board": board_name} if board_name else {}, **kwargs)
+
+
+def is_sentence(detail: object) -> bool:
+    """An error's ``detail``: one line of text, neither empty nor a dump."""
+    return isinstance(detail, str) and 10 < len(detail) <= 600 and "\n" not in detail and "Traceback" not in detail
+
+
+def assert_sentence(res: httpx.Response, status: int, *words: str) -> str:
+    """Assert ``res`` has ``status`` and a one-sentence ``detail`` containing ``words``; return the detail."""
+    assert res.status_code == status, res.text
+    detail = res.json()["detail"]
+    assert is_sentence(detail), detail
+    for w in words:
+        assert w in detail, detail
+    return detail
+
+
+@pytest.fixture
+def no_tracebacks(caplog: pytest.LogCaptureFixture):
+    """Fail a test whose server side logged a traceback."""
+    caplog.set_level(logging.WARNING)
+    yield caplog
+    dumped = [r.getMessage() for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert not dumped, dumped
 
 
 def free_port() -> int:

@@ -141,3 +141,21 @@ def test_review_page_inspects_and_lists(sync_playwright, server: str, tmp_path: 
                 shutil.copyfile(shot, README_SHOT)
         finally:
             browser.close()
+
+
+def test_api_page_renders_offline(sync_playwright, server: str) -> None:
+    """``/docs`` draws the API from the service's own copy of Swagger UI: no request leaves the service."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            elsewhere: list[str] = []
+            page.on("request", lambda req: None if req.url.startswith(server) else elsewhere.append(req.url))
+            page.goto(server + "/docs")
+            page.wait_for_selector(".swagger-ui .info .title")
+            assert "pcbsiam inspection service" in page.text_content(".swagger-ui .info .title")
+            page.wait_for_selector("[data-path='/v1/inspect']")  # the operations are listed
+            assert elsewhere == []
+        finally:
+            browser.close()

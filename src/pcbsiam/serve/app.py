@@ -18,19 +18,23 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Res
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pcbsiam import __version__
-from pcbsiam.serve.middleware import Guard
+from pcbsiam.serve.db import StoreUnavailable
+from pcbsiam.serve.middleware import Guard, shown
 from pcbsiam.serve.schemas import (
     Boards,
     ErrorOut,
     Health,
+    HealthDown,
     InspectionOut,
     InspectionPage,
     record_out,
 )
-from pcbsiam.serve.service import InspectionService, ServiceError, ServiceSettings, Upload
+from pcbsiam.serve.service import RETRY, InspectionService, ServiceError, ServiceSettings, Upload
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,12 @@ either a template image uploaded with it or a standard board registered in the m
 * The tested image is stored losslessly in the inspection's row, so its overlay can be drawn on demand.
 * Errors are JSON objects `{"detail": "<one sentence>"}`; bad input never gives a 500.
 * When the service runs with a token, every `/v1/*` call needs `Authorization: Bearer <token>`.
+* Requests must name one of the service's allowed hosts in `Host` (400 otherwise); a write whose `Origin`
+  (or `Referer`) is another site is refused (403).
 """
+
+#: Largest ``offset``: what a signed 64-bit integer (SQLite's, PostgreSQL's ``bigint``) holds.
+MAX_OFFSET = 2**63 - 1
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "missing or wrong bearer token"},
@@ -55,7 +64,11 @@ _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorOut,
         "description": "missing field, not an image, truncated image, sizes that do not register, unknown board",
     },
-    503: {"model": ErrorOut, "description": "too many inspections queued; retry after `Retry-After` seconds"},
+    503: {
+        "model": ErrorOut,
+        "description": "too many inspections queued, past the time limit, or the database cannot be written; "
+        "retry after `Retry-After` seconds",
+    },
 }
 
 
@@ -65,16 +78,29 @@ def _sentence(errors: list[dict[str, Any]]) -> str:
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
         kind = where.get(loc[0], loc[0]) if loc else "request"
-        name = repr(loc[-1]) if len(loc) > 1 else ""
+        name = shown(loc[-1], 40) if len(loc) > 1 else ""
         if err.get("type") == "missing":
             parts.append(f"{kind} {name} is required".replace("  ", " "))
         else:
-            parts.append(f"{kind} {name}: {err.get('msg', 'invalid')}".replace("  ", " "))
-    return "; ".join(parts) or "the request is invalid"
+            msg = " ".join(str(err.get("msg", "invalid")).removeprefix("Value error, ").split())[:200]
+            parts.append(f"{kind} {name}: {msg}".replace("  ", " "))
+    return "; ".join(parts[:5]) or "the request is invalid"
 
 
-def _utc(t: datetime | None) -> datetime | None:
-    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+def _as_utc(t: datetime) -> datetime:
+    """``t`` in UTC (a naive time is taken as UTC); a validation error when UTC cannot hold it."""
+    if t.tzinfo is None:
+        return t.replace(tzinfo=UTC)
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_utc_range", "the time falls outside years 1 to 9999 once converted to UTC"
+        ) from None
+
+
+#: A query time, converted to UTC.
+UTCTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 def create_app(
@@ -100,20 +126,25 @@ def create_app(
     settings = replace(settings or ServiceSettings(), **fields)
     service = InspectionService(bundle_path, db_url, settings)
     store = service.store
-    page = (resources.files("pcbsiam.serve") / "static" / "index.html").read_text(encoding="utf-8")
+    page = _static("index.html")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         service.close()
 
-    app = FastAPI(title="pcbsiam inspection service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = _fastapi(title="pcbsiam inspection service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
-    app.add_middleware(Guard, token=token, max_body=settings.max_upload_bytes)
+    app.add_middleware(Guard, token=token, max_body=settings.max_upload_bytes, allowed_hosts=settings.allowed_hosts)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, exc.status, exc.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("%s", exc)
+        return JSONResponse({"detail": f"{exc}; retry later"}, 503, RETRY)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -136,21 +167,21 @@ def create_app(
     def review_page() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.get("/healthz", response_model=Health, tags=["service"], responses={503: {"model": ErrorOut}})
-    def healthz() -> dict[str, Any]:
-        """Liveness and readiness: the model is loaded and the database answers."""
-        try:
-            store.ping()
-        except Exception as exc:  # noqa: BLE001 - any database failure means not ready
-            log.warning("database check failed: %s", exc)
-            raise ServiceError(503, "the database does not answer") from exc
-        return {
-            "status": "ok",
+    @app.get("/healthz", response_model=Health, tags=["service"], responses={503: {"model": HealthDown}})
+    def healthz() -> Any:
+        """Liveness and readiness: the model is loaded and the database can be written now."""
+        state = {
             "model_id": service.model_id,
             "boards": len(service.boards),
             "pending": service.pending,
             "capacity": service.capacity,
         }
+        try:
+            store.check_writable(min_free_bytes=settings.max_upload_bytes)
+        except StoreUnavailable as exc:
+            log.warning("not ready: %s", exc)
+            return JSONResponse({"status": "unavailable", "detail": str(exc), **state}, 503, RETRY)
+        return {"status": "ok", **state}
 
     @v1.get("/boards", response_model=Boards, tags=["boards"])
     def boards() -> dict[str, Any]:
@@ -198,13 +229,13 @@ def create_app(
     @v1.get("/inspections", response_model=InspectionPage, tags=["inspections"], responses=_ERRORS)
     def list_inspections(
         limit: Annotated[int, Query(ge=1, le=200, description="page size")] = 50,
-        offset: Annotated[int, Query(ge=0, description="inspections to skip")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="inspections to skip")] = 0,
         verdict: Annotated[Literal["defective", "pass"] | None, Query(description="only this verdict")] = None,
-        since: Annotated[datetime | None, Query(description="only at or after this ISO time (UTC if no zone)")] = None,
-        until: Annotated[datetime | None, Query(description="only before this ISO time (UTC if no zone)")] = None,
+        since: Annotated[UTCTime | None, Query(description="only at or after this ISO time (UTC if no zone)")] = None,
+        until: Annotated[UTCTime | None, Query(description="only before this ISO time (UTC if no zone)")] = None,
     ) -> dict[str, Any]:
         """Recorded inspections, newest first, without their tiles."""
-        rows, total = store.page(limit, offset, verdict, _utc(since), _utc(until))
+        rows, total = store.page(limit, offset, verdict, since, until)
         nxt = offset + len(rows) if offset + len(rows) < total else None
         return {
             "items": [record_out(r, tiles=False) for r in rows],
@@ -224,7 +255,7 @@ def create_app(
         """One recorded inspection with its tiles."""
         row = store.get(inspection_id)
         if row is None:
-            raise ServiceError(404, f"no inspection with id {inspection_id!r}")
+            raise ServiceError(404, f"no inspection with id {shown(inspection_id)}")
         return record_out(row)
 
     @v1.get(
@@ -247,3 +278,21 @@ def create_app(
 
     app.include_router(v1)
     return app
+
+
+def _static(name: str) -> str:
+    return (resources.files("pcbsiam.serve") / "static" / name).read_text(encoding="utf-8")
+
+
+def _fastapi(**kwargs: Any) -> FastAPI:
+    """The app, with ``/docs`` (Swagger UI) and ``/redoc`` served from the ``fastapi-offline`` package's
+    copies of their scripts rather than a CDN, so that they work on a machine without internet; without
+    that package, ``/docs`` is a page that says where the OpenAPI schema is."""
+    try:
+        from fastapi_offline import FastAPIOffline
+    except ImportError:
+        app = FastAPI(docs_url=None, redoc_url=None, **kwargs)
+        page = _static("docs.html")
+        app.get("/docs", include_in_schema=False)(lambda: HTMLResponse(page))
+        return app
+    return FastAPIOffline(static_url="/docs-assets", **kwargs)

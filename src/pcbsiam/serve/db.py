@@ -8,7 +8,9 @@ process or of the machine.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,15 +33,18 @@ from sqlalchemy import (
     event,
     func,
     select,
-    text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from pcbsiam.errors import PcbsiamError
 
 log = logging.getLogger(__name__)
+
+
+#: What a read that fails for want of the database says.
+READ_ERROR = "the inspection database cannot be read"
 
 
 class UTCDateTime(TypeDecorator):
@@ -136,6 +141,30 @@ def open_database(url: str, create: bool = True) -> Engine:
     return engine
 
 
+class StoreUnavailable(PcbsiamError):
+    """The database cannot be read or written now (read-only, disk full, I/O error, connection lost)."""
+
+
+#: Errors that mean the database is unavailable rather than that the code is wrong.
+UNAVAILABLE = (OperationalError, InternalError, OSError)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the driver's message (no SQL, no links), at most 200 characters."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return (lines[0] if lines else type(orig).__name__)[:200]
+
+
+@contextmanager
+def unavailable_as(what: str) -> Iterator[None]:
+    """Turn an :data:`UNAVAILABLE` error inside the block into :class:`StoreUnavailable` ``"<what>: <reason>"``."""
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        raise StoreUnavailable(f"{what}: {_reason(exc)}") from exc
+
+
 class InspectionStore:
     """Reads and writes inspection rows.
 
@@ -159,19 +188,23 @@ class InspectionStore:
             raise PcbsiamError(f"cannot open the inspection database {shown}: {exc}") from exc
 
     def add(self, row: dict[str, Any]) -> None:
-        """Insert one row and commit it (durably on SQLite) before returning."""
-        with self.db.begin() as conn:
+        """Insert one row and commit it (durably on SQLite) before returning.
+
+        Raises:
+            StoreUnavailable: the database cannot be written (read-only, disk full, I/O error); nothing was stored.
+        """
+        with unavailable_as("the inspection database cannot be written"), self.db.begin() as conn:
             conn.execute(inspections.insert().values(**row))
 
     def get(self, inspection_id: str) -> dict[str, Any] | None:
         """The row of an inspection without its image, or ``None``."""
-        with self.db.connect() as conn:
+        with unavailable_as(READ_ERROR), self.db.connect() as conn:
             row = conn.execute(select(*RECORD_COLUMNS).where(inspections.c.id == inspection_id)).mappings().first()
         return None if row is None else dict(row)
 
     def image(self, inspection_id: str) -> tuple[bool, dict[str, Any] | None, bytes | None]:
         """(found, row without image, stored tested PNG or ``None``) of an inspection."""
-        with self.db.connect() as conn:
+        with unavailable_as(READ_ERROR), self.db.connect() as conn:
             row = conn.execute(select(inspections).where(inspections.c.id == inspection_id)).mappings().first()
         if row is None:
             return False, None, None
@@ -209,7 +242,7 @@ class InspectionStore:
             .limit(limit)
             .offset(offset)
         )
-        with self.db.connect() as conn:
+        with unavailable_as(READ_ERROR), self.db.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
             total = conn.execute(select(func.count()).select_from(inspections).where(*conds)).scalar_one()
         return rows, int(total)
@@ -218,16 +251,42 @@ class InspectionStore:
         """The ids of ``ids`` that have no row."""
         wanted = list(dict.fromkeys(ids))
         found: set[str] = set()
-        with self.db.connect() as conn:
+        with unavailable_as(READ_ERROR), self.db.connect() as conn:
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i : i + 500]
                 found.update(conn.execute(select(inspections.c.id).where(inspections.c.id.in_(chunk))).scalars())
         return [i for i in wanted if i not in found]
 
-    def ping(self) -> None:
-        """Raise if the database cannot be queried."""
-        with self.db.connect() as conn:
-            conn.execute(text("SELECT 1"))
+    def check_writable(self, min_free_bytes: int = 0) -> None:
+        """Raise :class:`StoreUnavailable` unless a row could be written now.
+
+        Takes the write lock with a statement that deletes nothing, then rolls back (on SQLite that
+        fails on a read-only file or folder, on a server database in a read-only transaction or
+        without a connection); on an SQLite file, also needs ``min_free_bytes`` free on its disk.
+        """
+        with unavailable_as("the inspection database cannot be written"), self.db.connect() as conn:
+            tx = conn.begin()
+            try:
+                conn.execute(inspections.delete().where(inspections.c.id == ""))
+            finally:
+                tx.rollback()
+        folder = self._folder()
+        if folder is not None and min_free_bytes > 0:
+            with unavailable_as("the disk of the inspection database cannot be checked"):
+                free = shutil.disk_usage(folder).free
+            if free < min_free_bytes:
+                raise StoreUnavailable(
+                    f"the disk of the inspection database has {free / 2**20:.1f} MiB free, "
+                    f"less than the {min_free_bytes / 2**20:.1f} MiB one inspection may need"
+                )
+
+    def _folder(self) -> Path | None:
+        """The folder of an SQLite database file, ``None`` for other databases and in-memory SQLite."""
+        url = make_url(self.url)
+        database = url.database or ""
+        if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+            return None
+        return Path(database).expanduser().resolve().parent
 
     def close(self) -> None:
         """Release the connection pool."""

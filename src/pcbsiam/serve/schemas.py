@@ -98,6 +98,13 @@ class Health(BaseModel):
     capacity: int = Field(description="running plus queued inspections allowed before 503")
 
 
+class HealthDown(Health):
+    """Not ready: the database cannot be written now (read-only, disk full, unreachable)."""
+
+    status: Literal["unavailable"]  # type: ignore[assignment]
+    detail: str = Field(description="why, in one sentence")
+
+
 class ErrorOut(BaseModel):
     """Every error: one sentence."""
 

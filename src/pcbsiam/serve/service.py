@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,11 +29,15 @@ from pcbsiam.data.images import to_gray
 from pcbsiam.deploy.bundle import load_bundle
 from pcbsiam.deploy.inspector import Inspection, Inspector, TileResult
 from pcbsiam.errors import PcbsiamError, RegistrationError
-from pcbsiam.serve.db import InspectionStore
+from pcbsiam.serve.db import InspectionStore, StoreUnavailable
+from pcbsiam.serve.middleware import shown
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: ``Retry-After`` of a 503 for a database that cannot be written.
+RETRY = {"Retry-After": "30"}
 
 #: Image formats the service decodes; anything else is refused before Pillow looks further.
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
@@ -136,23 +140,49 @@ def inspection_of(row: dict[str, Any]) -> Inspection:
     return Inspection(row["defective"], row["threshold"], shift, tiles, size, row["seconds"], row["score_name"])
 
 
+#: Host names the service answers for by default: the loopback interface's.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def host_names(names: Iterable[str]) -> tuple[str, ...]:
+    """Host names as ``Host`` headers are compared: lower case, no brackets or final dot, each once."""
+    return tuple(dict.fromkeys(n.strip().strip("[]").rstrip(".").lower() for n in names if n.strip()))
+
+
+def allowed_hosts_for(bind: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The allowed ``Host`` names of a service bound to ``bind``: loopback, ``bind`` itself unless it is a
+    wildcard address (``0.0.0.0``, ``::``), then ``extra`` (``*`` allows any host)."""
+    return host_names([*LOOPBACK_HOSTS, *([] if bind in ("", "0.0.0.0", "::") else [bind]), *extra])
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """Limits and inspection settings of the service.
 
     Attributes:
         max_upload_bytes: largest request body, enforced while it is read (413 beyond).
-        max_pixels: largest image accepted, in pixels, checked from the header before decoding.
+        max_pixels: largest image accepted, in pixels, checked from the header before decoding (413 beyond).
+            The default, 2048x2048 px, keeps one inspection within a few seconds on 2 CPU cores: with a
+            ResNet18 bundle of 128 px tiles and input (like ``cpu-small``) it took 4.1 s on 2 idle cores and
+            7.7 s on one (on one core: 0.6 s at 640x640, 2.7 s at 1280x1280, 10.4 s at 2560x2560, 32 s at
+            4480x4480), and raised the peak memory by about 110 MB, plus about 90 MB to draw its overlay.
         max_concurrency: inspections run at once (worker threads).
         max_queue: inspections allowed to wait for a worker; beyond that requests get 503.
+        inspection_timeout_s: time budget of one inspection or overlay, queueing included: past it the
+            request gets 503 and the inspection is not recorded (its worker finishes the computation,
+            and keeps its slot until then, because a thread cannot be stopped).
+        allowed_hosts: the names a request's ``Host`` header may give (any port); others get 400, which
+            stops DNS-rebinding pages from reaching the service. ``*`` allows any host.
         overlap, max_shift, batch_size, device: passed to :class:`~pcbsiam.deploy.inspector.Inspector`.
         store_images: keep the tested image (lossless PNG) in the row so that its overlay can be drawn later.
     """
 
     max_upload_bytes: int = 20 * 2**20
-    max_pixels: int = 25_000_000
+    max_pixels: int = 2048 * 2048
     max_concurrency: int = 2
     max_queue: int = 16
+    inspection_timeout_s: float = 30.0
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     overlap: float = 0.0
     max_shift: int = 16
     batch_size: int = 32
@@ -164,6 +194,14 @@ class ServiceSettings:
             raise PcbsiamError(
                 f"max_concurrency must be >= 1 and max_queue >= 0, got {self.max_concurrency}, {self.max_queue}"
             )
+        if not self.inspection_timeout_s > 0 or self.max_pixels < 1 or self.max_upload_bytes < 1:
+            raise PcbsiamError(
+                "inspection_timeout_s, max_pixels and max_upload_bytes must be positive, got "
+                f"{self.inspection_timeout_s}, {self.max_pixels}, {self.max_upload_bytes}"
+            )
+        if isinstance(self.allowed_hosts, str) or not host_names(self.allowed_hosts):
+            raise PcbsiamError(f"allowed_hosts must be a non-empty list of host names, got {self.allowed_hosts!r}")
+        object.__setattr__(self, "allowed_hosts", host_names(self.allowed_hosts))
 
     @property
     def inspector_args(self) -> dict[str, Any]:
@@ -211,7 +249,12 @@ class InspectionService:
         return inspector
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a CPU-heavy job on the worker pool; 503 when ``max_concurrency + max_queue`` jobs are pending."""
+        """Run a CPU-heavy job on the worker pool and wait at most ``inspection_timeout_s`` for it.
+
+        Raises:
+            ServiceError: 503 when ``max_concurrency + max_queue`` jobs are pending, or when the job did
+                not end in time (it is dropped if still queued; a running one finishes unrecorded).
+        """
         with self._lock:
             if self._pending >= self.capacity:
                 raise ServiceError(
@@ -221,14 +264,53 @@ class InspectionService:
                     {"Retry-After": "2"},
                 )
             self._pending += 1
+        ticket = Ticket()
         try:
-            job = self.executor.submit(fn, *args)
+            job = self.executor.submit(self._work, ticket, fn, *args)
         except BaseException:
             self._release()
             raise
-        # released when the job really ends: a client that hangs up does not free a busy worker's slot
+        # released when the job really ends: a client that hangs up, or a job past its time, does not
+        # free a busy worker's slot
         job.add_done_callback(self._release)
-        return await asyncio.wrap_future(job)
+        done = asyncio.wrap_future(job)
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), self.settings.inspection_timeout_s)
+        except TimeoutError:
+            if not ticket.abandon():
+                return await done  # the row is being committed: the answer is a moment away
+            limit = self.settings.inspection_timeout_s
+            raise ServiceError(
+                503,
+                f"the request did not finish within this service's {limit:g} s limit and was abandoned, "
+                "so nothing was recorded; send a smaller image or retry when the service is less busy",
+                {"Retry-After": "10"},
+            ) from None
+        except asyncio.CancelledError:
+            ticket.abandon()
+            raise
+        finally:
+            if ticket.abandoned:
+                job.cancel()  # drops the job if it is still queued
+            done.add_done_callback(_consume)
+
+    def _work(self, ticket: Ticket, fn: Callable[..., T], *args: Any) -> T:
+        # runs on a worker thread: jobs see their ticket through `self._local`
+        if ticket.abandoned:
+            raise ServiceError(503, "abandoned before it started")
+        self._local.ticket = ticket
+        try:
+            return fn(*args)
+        finally:
+            self._local.ticket = None
+
+    def _going_on(self, commit: bool = False) -> None:
+        """Raise if the current job was abandoned; with ``commit``, keep it from being abandoned from now on."""
+        ticket: Ticket | None = getattr(self._local, "ticket", None)
+        if ticket is None:
+            return  # called outside `run`
+        if (not ticket.commit()) if commit else ticket.abandoned:
+            raise ServiceError(503, "abandoned: nobody waits for this job any more")
 
     def _release(self, _job: object = None) -> None:
         with self._lock:
@@ -244,7 +326,8 @@ class InspectionService:
         """Decode, inspect and record one board (runs on a worker thread); returns the stored row.
 
         Raises:
-            ServiceError: bad image (413/422), sizes that cannot be registered (422), unknown board (422).
+            ServiceError: bad image (413/422), sizes that cannot be registered (422), unknown board (422),
+                a database that cannot be written (503).
         """
         t0 = time.perf_counter()
         image = decode_image(tested, self.settings.max_pixels)
@@ -255,6 +338,7 @@ class InspectionService:
             reference = board
         else:
             raise ServiceError(422, "give either a 'template' file or a registered 'board' name")
+        self._going_on()
         try:
             result = self._inspector().inspect(image, reference)
         except RegistrationError as exc:
@@ -289,7 +373,12 @@ class InspectionService:
             "model_id": self.model_id,
             "seconds": round(time.perf_counter() - t0, 6),
         }
-        self.store.add({**row, "tested_png": png})
+        self._going_on(commit=True)
+        try:
+            self.store.add({**row, "tested_png": png})
+        except StoreUnavailable as exc:
+            log.error("inspection %s not recorded: %s", row["id"], exc)
+            raise ServiceError(503, f"the inspection was not recorded because {exc}; retry later", RETRY) from exc
         return {**row, "has_image": png is not None}
 
     def overlay(self, inspection_id: str) -> bytes:
@@ -302,7 +391,7 @@ class InspectionService:
 
         found, row, png = self.store.image(inspection_id)
         if not found:
-            raise ServiceError(404, f"no inspection with id {inspection_id!r}")
+            raise ServiceError(404, f"no inspection with id {shown(inspection_id)}")
         if png is None:
             raise ServiceError(404, f"inspection {inspection_id} was recorded without its image, so it has no overlay")
         with Image.open(io.BytesIO(png)) as img:
@@ -313,6 +402,34 @@ class InspectionService:
         """Stop the worker threads (waiting for running jobs) and release the database."""
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()
+
+
+class Ticket:
+    """What the request waiting for a job and the worker running it agree on: once abandoned (the
+    request answered 503 or hung up), the job records nothing; once committing, it is not abandoned."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.abandoned = False
+        self.committing = False
+
+    def abandon(self) -> bool:
+        """Abandon the job unless it is committing; True when it is abandoned."""
+        with self._lock:
+            self.abandoned = self.abandoned or not self.committing
+            return self.abandoned
+
+    def commit(self) -> bool:
+        """Start committing unless abandoned; True when the job may record its result."""
+        with self._lock:
+            self.committing = not self.abandoned
+            return self.committing
+
+
+def _consume(future: asyncio.Future) -> None:
+    # read a job's outcome so that asyncio does not log one that nobody awaited as never retrieved
+    if not future.cancelled():
+        future.exception()
 
 
 def _finite(value: float) -> float:
