@@ -30,3 +30,23 @@ def test_exact_versions_refuse_older_files_with_the_remedy(tmp_path: Path) -> No
         load_tagged(tmp_path / "x.bin", "fmt", 2, "thing", exact=True, remedy="redo it")
     with pytest.raises(PcbsiamError, match="thing .* not found"):
         load_tagged(tmp_path / "missing.bin", "fmt", 1, "thing")
+
+
+class _Pickled:
+    """Not a tensor nor a plain value: a safe load refuses it."""
+
+
+def test_a_file_a_safe_load_refuses_is_never_advised_to_load_unsafely(tmp_path: Path) -> None:
+    torch.save({"format": "pcbsiam-checkpoint", "format_version": 1, "x": _Pickled()}, tmp_path / "a.pt")
+    with pytest.raises(PcbsiamError) as err:
+        load_checkpoint(tmp_path / "a.pt")
+    text = str(err.value)
+    assert "safe load refuses" in text and "tampered" in text
+    assert "weights_only" not in text and "\n" not in text
+    (tmp_path / "b.pt").write_bytes(b"garbage, not a zip")
+    with pytest.raises(PcbsiamError, match="not a file a safe load can read") as err:
+        load_checkpoint(tmp_path / "b.pt")
+    assert "weights_only" not in str(err.value)
+    (tmp_path / "c.pt").write_bytes(b"")
+    with pytest.raises(PcbsiamError, match="ends early"):
+        load_checkpoint(tmp_path / "c.pt")

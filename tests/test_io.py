@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from pcbsiam.io import read_jsonl, write_json
+from pcbsiam.io import STALE_TMP_SECONDS, atomic_path, read_jsonl, write_json
 
 
 def test_read_jsonl_skips_a_last_line_cut_by_a_kill(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -40,3 +45,45 @@ def test_write_json_is_atomic(tmp_path: Path) -> None:
     write_json(tmp_path / "a.json", {"x": 1})
     assert (tmp_path / "a.json").read_text() == '{\n  "x": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_write_removes_old_temporaries_of_its_target_only(tmp_path: Path) -> None:
+    old = time.time() - STALE_TMP_SECONDS - 60
+    stale = tmp_path / ".m.bundle.ab_cd123.tmp.bundle"  # a save killed an hour ago
+    live = tmp_path / ".m.bundle.zz9yy8xx.tmp.bundle"  # another writer of m.bundle, busy now
+    other = tmp_path / ".n.bundle.ab_cd123.tmp.bundle"  # another target's
+    mine = tmp_path / ".m.bundle.notours.tmp.bundle.keep"  # not a temporary name atomic_path makes
+    for p in (stale, live, other, mine):
+        p.write_bytes(b"partial")
+    for p in (stale, other, mine):
+        os.utime(p, (old, old))
+    with atomic_path(tmp_path / "m.bundle") as tmp:
+        tmp.write_bytes(b"whole")
+    assert (tmp_path / "m.bundle").read_bytes() == b"whole"
+    assert not stale.exists() and live.exists() and other.exists() and mine.exists()
+
+
+def test_the_leftover_of_a_write_killed_by_sigkill_is_removed_by_a_later_write(tmp_path: Path) -> None:
+    code = (
+        "import sys, time\n"
+        "from pcbsiam.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'half a bundle')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    target = tmp_path / "model.bundle"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (left,) = tmp_path.glob(".model.bundle.*.tmp.bundle")
+    assert not target.exists()
+    with atomic_path(target) as tmp:  # a fresh leftover may be a live writer's: kept
+        tmp.write_bytes(b"v1")
+    assert left.exists()
+    old = time.time() - STALE_TMP_SECONDS - 1
+    os.utime(left, (old, old))
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"v2")
+    assert target.read_bytes() == b"v2" and [p.name for p in tmp_path.iterdir()] == ["model.bundle"]

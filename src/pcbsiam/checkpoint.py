@@ -55,7 +55,7 @@ def load_tagged(
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise PcbsiamError(f"{path} cannot be read as a pcbsiam {what}: {exc}") from exc
+        raise PcbsiamError(f"{path} cannot be read as a pcbsiam {what}: {_load_reason(exc)}") from exc
     tag = data.get("format") if isinstance(data, dict) else None
     if tag != fmt:
         raise PcbsiamError(f"{path} is not a pcbsiam {what} (format tag {tag!r})")
@@ -66,6 +66,26 @@ def load_tagged(
             f"this pcbsiam {__version__} reads format {version}: {remedy}"
         )
     return data
+
+
+def _load_reason(exc: Exception) -> str:
+    """torch's reason for refusing a file, in one line, never its advice to load it unsafely.
+
+    A safe load refuses pickled objects other than tensors and plain values, and torch's message then
+    suggests ``weights_only=False``, which would run whatever code the file carries: that advice is
+    never passed on, the first line of any other reason is.
+    """
+    text = str(exc)
+    if "weights_only" in text:
+        if "Unsupported global" in text:
+            return (
+                "it holds objects a safe load refuses (not only tensors and plain values), "
+                "so it is not a pcbsiam file or it was tampered with"
+            )
+        return "it is not a file a safe load can read (damaged, or not a pcbsiam file)"
+    if isinstance(exc, EOFError):
+        return "the file ends early (empty or cut short)"
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,54 +91,144 @@ class Config:
 
 
 LOSSES = ("triplet", "ce", "triplet+ce")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+#: ``cosine``: linear warm-up then cosine decay over the run's planned steps; ``none``: a constant rate.
+SCHEDULERS = ("cosine", "none")
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+#: Lower bounds of numeric settings: (key, bound, strict). ``None`` passes for optional settings.
+_BOUNDS = (
+    ("model.embedding_dim", 1, False),
+    ("model.hidden_dim", 1, False),
+    ("model.input_size", 16, False),
+    ("model.num_classes", 1, False),
+    ("model.band", 0, False),
+    ("data.patch", 1, False),
+    ("data.stride", 1, False),
+    ("data.split_seed", 0, False),
+    ("data.workers", 0, False),
+    ("data.context", 0, False),
+    ("data.local_shift", 0, False),
+    ("train.margin", 0, False),
+    ("train.triplet_weight", 0, False),
+    ("train.ce_weight", 0, False),
+    ("train.triplets", 1, False),
+    ("train.pairs", 1, False),
+    ("train.ref_shift", 0, False),
+    ("train.pos_weight", 0, True),
+    ("train.epochs", 1, False),
+    ("train.batch_size", 1, False),
+    ("train.lr", 0, True),
+    ("train.weight_decay", 0, False),
+    ("train.warmup_steps", 0, False),
+    ("train.seed", 0, False),
+    ("train.val_max_patches", 1, False),
+    ("train.checkpoint_every", 1, False),
+    ("train.log_every", 1, False),
+)
+
+
+_TYPE_NAMES = {bool: ("a boolean (true or false)", "booleans"), int: ("an integer", "integers")}
+_TYPE_NAMES |= {float: ("a number", "numbers"), str: ("a string", "strings")}
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return f"a list of {_TYPE_NAMES[item][1]} (e.g. {'[1, 2]' if item is int else '[a, b]'})"
+    return _TYPE_NAMES[hint][0]
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(item, v) for v in value)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _checked(key: str, hint: Any, value: Any) -> Any:
+    """``value`` if it has the type ``hint`` (an int where a float is meant becomes a float); a
+    ConfigError naming ``key``, the expected type and the value otherwise."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if optional:
+        if value is None:
+            return None
+        (hint,) = args
+    if not _fits(hint, value):
+        expected = _describe(hint) + (" or null" if optional else "")
+        quote = " (quote it to keep it text)" if hint is str and isinstance(value, int | float | bool) else ""
+        raise ConfigError(f"{key} must be {expected}; got {value!r} ({type(value).__name__}){quote}")
+    return float(value) if hint is float else value
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(str(k) for k in set(values) - set(hints))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(where + k for k in unknown)}; valid: {sorted(names)}")
-    return cls(**values)
+        raise ConfigError(f"unknown setting(s) {', '.join(where + k for k in unknown)}; valid: {sorted(hints)}")
+    return cls(**{k: _checked(where + k, hints[k], v) for k, v in values.items()})
+
+
+def _sections(d: Any) -> dict[str, dict[str, Any]]:
+    """The sections of a config mapping, each a (new) dict; a ConfigError for any other shape."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(
+            f"a config must be a mapping of the sections model, data and train, got a {type(d).__name__}: {d!r}"
+        )
+    unknown = sorted(str(k) for k in set(d) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; valid: model, data, train")
+    out = {}
+    for name, values in d.items():
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(
+                f"config section {name!r} must be a mapping of settings (e.g. {name}: {{key: value}}), "
+                f"got a {type(values).__name__}: {values!r}"
+            )
+        out[name] = dict(values or {})
+    return out
 
 
 def from_dict(d: dict[str, Any]) -> Config:
-    """Build a Config from a nested dict, rejecting unknown keys with a sentence."""
-    d = d or {}
-    unknown = sorted(set(d) - {"model", "data", "train"})
-    if unknown:
-        raise ConfigError(f"unknown config section(s) {unknown}; valid: model, data, train")
-    cfg = Config(
-        _build(ModelConfig, d.get("model") or {}, "model."),
-        _build(DataConfig, d.get("data") or {}, "data."),
-        _build(TrainConfig, d.get("train") or {}, "train."),
-    )
+    """Build a Config from a nested dict, rejecting unknown keys, values of the wrong type and
+    values that cannot work with a sentence naming the setting."""
+    sections = _sections(d)
+    cfg = Config(*(_build(cls, sections.get(name, {}), f"{name}.") for name, cls in SECTIONS.items()))
     validate(cfg)
     return cfg
 
 
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
 def validate(cfg: Config) -> None:
     """Raise ConfigError on values that cannot work."""
-    if cfg.train.loss not in LOSSES:
-        raise ConfigError(f"train.loss must be one of {LOSSES}, got {cfg.train.loss!r}")
-    for name in ("triplets", "epochs", "batch_size"):
-        if getattr(cfg.train, name) < 1:
-            raise ConfigError(f"train.{name} must be at least 1, got {getattr(cfg.train, name)}")
-    if cfg.model.embedding_dim < 1 or cfg.model.input_size < 16:
-        raise ConfigError("model.embedding_dim must be >= 1 and model.input_size >= 16")
-    if cfg.model.band < 0 or not 0.0 < cfg.model.band_level < 1.0:
-        raise ConfigError(
-            "model.band must be >= 0 px and model.band_level in (0, 1), "
-            f"got {cfg.model.band} and {cfg.model.band_level}"
-        )
+    _choice("train.loss", cfg.train.loss, LOSSES)
+    _choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
+    _choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
+    for key, bound, strict in _BOUNDS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and not (value > bound if strict else value >= bound):
+            raise ConfigError(f"{key} must be {'>' if strict else '>='} {bound}, got {value}")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {cfg.data.val_fraction}")
+    if not 0.0 < cfg.model.band_level < 1.0:
+        raise ConfigError(f"model.band_level must be between 0 and 1 (exclusive), got {cfg.model.band_level}")
     from pcbsiam.models import mode_class  # the registry imports this module: import it when validating
 
     mode_class(cfg.model.mode).check_config(cfg.model)
-    if cfg.data.local_shift < 0:
-        raise ConfigError(f"data.local_shift must be >= 0 px, got {cfg.data.local_shift}")
     if cfg.data.local_shift > 0 and not cfg.data.register:
         raise ConfigError("data.local_shift refines the global shift of data.register: set data.register=true")
-    if cfg.data.context < 0:
-        raise ConfigError(f"data.context must be >= 0 px, got {cfg.data.context}")
 
 
 def resolve_shipped(name_or_path: str | Path, folder: Path, kind: str) -> Path:
@@ -167,7 +258,7 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides to a nested dict (returns a new dict)."""
-    out = {k: dict(v or {}) for k, v in d.items()}
+    out = _sections(d)
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=0.001")
@@ -185,7 +276,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             d = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"{p} is not valid YAML: {' '.join(str(exc).split())}") from exc
+        if not isinstance(d, dict):
+            raise ConfigError(
+                f"{p} must hold a mapping of the sections model, data and train; its top level is a {type(d).__name__}"
+            )
     return from_dict(apply_overrides(d, overrides or []))
 
 

@@ -9,12 +9,35 @@ import time
 import torch
 from torch import nn
 
+from pcbsiam.errors import ConfigError
+
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA (this process's GPU) when present, else CPU; otherwise the named device."""
+    """``auto`` -> CUDA (this process's GPU) when present, else CPU; otherwise the named device.
+
+    Raises:
+        ConfigError: ``name`` is not a device torch knows, or names a CUDA device this machine lacks.
+    """
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA GPU"
+            raise ConfigError(f"device {name!r} asked for, but this machine has {have}; use cpu or auto")
+    elif dev.type != "cpu" and not _available(dev):
+        raise ConfigError(f"device {name!r} is not available on this machine; use cpu or auto")
+    return dev
+
+
+def _available(dev: torch.device) -> bool:
+    backend = getattr(torch.backends, dev.type, None) if dev.type == "mps" else getattr(torch, dev.type, None)
+    is_available = getattr(backend, "is_available", None)
+    return bool(is_available and is_available())
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:

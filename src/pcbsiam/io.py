@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -17,15 +20,40 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+#: A temporary file of :func:`atomic_path` untouched for this long is a leftover of a killed writer.
+STALE_TMP_SECONDS = 3600.0
+
+
+def _remove_stale_temporaries(path: Path, max_age: float = STALE_TMP_SECONDS) -> None:
+    """Delete ``.{name}.XXXXXXXX.tmp{suffix}`` files beside ``path`` not modified for ``max_age`` s.
+
+    A writer killed (``kill -9``, power loss) between creating its temporary file and renaming it
+    leaves the file behind. Only old ones are removed, because another process may be writing the
+    same target right now (two saves of one bundle, the service and a command): a live writer keeps
+    touching its file, and no pcbsiam write of one file takes an hour.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp{re.escape(path.suffix)}")
+    cutoff = time.time() - max_age
+    for cand in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(path.suffix)}"):
+        try:
+            if pattern.fullmatch(cand.name) and cand.stat().st_mtime < cutoff:
+                cand.unlink()
+                log.info("removed %s, left by an interrupted write of %s", cand, path.name)
+        except OSError:  # gone already, or not ours to remove: never a reason to fail a write
+            continue
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary file keeps ``path``'s suffix so that writers choosing a format by extension
-    (matplotlib, Pillow, torch) behave the same.
+    (matplotlib, Pillow, torch) behave the same. Temporary files of earlier writes of ``path`` that
+    were killed before their rename, and untouched for :data:`STALE_TMP_SECONDS`, are removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would

@@ -26,6 +26,7 @@ COMMANDS = [
     "baseline",
     "inspect",
     "experiment",
+    "cv",
     "export",
     "bench",
     "serve",

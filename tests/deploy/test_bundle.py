@@ -34,3 +34,25 @@ def test_incompatible_or_foreign_files(tmp_path: Path) -> None:
         load_bundle(tmp_path / "junk.bundle")
     with pytest.raises(PcbsiamError, match="not found"):
         load_bundle(tmp_path / "missing.bundle")
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda d: d["model"].pop("threshold"), "weights do not fit its config .* 1 missing"),
+        (lambda d: d["model"].update(extra=torch.zeros(1)), "weights do not fit its config .* 1 unexpected"),
+        (lambda d: d["config"]["model"].update(embedding_dim=16), "weights do not fit .* 3 of another shape"),
+        (lambda d: d.pop("config"), "a bundle without config"),
+        (lambda d: d.pop("groups"), "a bundle without groups"),
+        (lambda d: d["config"]["train"].update(lr="fast"), "config is invalid .*train.lr must be a number"),
+    ],
+    ids=["missing-key", "unexpected-key", "other-shape", "no-config", "no-groups", "bad-config"],
+)
+def test_a_tagged_bundle_whose_contents_do_not_fit_is_refused_with_the_remedy(
+    tmp_path: Path, change, says: str
+) -> None:
+    data = torch.load(make_tiny_bundle(tmp_path / "a.bundle"), weights_only=True)
+    change(data)
+    torch.save(data, tmp_path / "bad.bundle")
+    with pytest.raises(PcbsiamError, match=f"{says}.*re-run `pcbsiam calibrate`"):
+        load_bundle(tmp_path / "bad.bundle")

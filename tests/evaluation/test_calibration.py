@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from pcbsiam.errors import ConfigError
 from pcbsiam.evaluation.calibration import Calibration, choose_threshold
 from pcbsiam.evaluation.metrics import binary_metrics
 
@@ -122,6 +123,8 @@ def test_errors() -> None:
         choose_threshold([0.1, 0.2], [0, 1], "precision")
     with pytest.raises(ValueError, match="between 0 and 1"):
         choose_threshold([0.1, 0.2], [0, 1], "recall:1.5")
+    with pytest.raises(ConfigError, match="above 0"):  # recall 0 would flag nothing at all
+        choose_threshold([0.1, 0.2], [0, 1], "recall:0")
 
 
 def test_all_equal_scores_mixed_labels() -> None:

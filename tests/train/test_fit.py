@@ -128,3 +128,49 @@ def test_validation_sample_is_the_same_for_every_training_seed(synth_root: Path)
     assert len(val0) == 5
     assert np.array_equal(val0.rows, val7.rows)
     assert not np.array_equal(calib0.rows, calib7.rows)
+
+
+def test_check_resume_allows_only_settings_that_leave_the_run_as_it_is() -> None:
+    from pcbsiam.train.fit import RESUME_MAY_CHANGE, check_resume
+
+    saved = load_config("tiny", ["model.num_classes=4"]).to_dict()
+    allowed = ["train.device=cpu", "train.amp=false", "train.log_every=3", "train.checkpoint_every=7"]
+    allowed += ["data.workers=2", "data.cache_dir=/tmp/cache", "data.root=/elsewhere"]
+    check_resume(saved, load_config("tiny", allowed), epochs_done=1)  # num_classes is derived: not compared
+    assert {o.split("=")[0] for o in allowed} | {"train.epochs"} == set(RESUME_MAY_CHANGE)
+    for change in ("model.backbone=resnet34", "data.split_seed=7", "train.lr=0.5", "train.seed=3", "data.patch=32"):
+        with pytest.raises(ConfigError, match=f"cannot change {change.split('=')[0]} "):
+            check_resume(saved, load_config("tiny", [change]), epochs_done=1)
+    with pytest.raises(ConfigError, match="cannot change model.embedding_dim, train.margin of the run"):
+        check_resume(saved, load_config("tiny", ["train.margin=0.3", "model.embedding_dim=8"]), epochs_done=1)
+    with pytest.raises(ConfigError, match="train.epochs .* train.scheduler=cosine"):
+        check_resume(saved, load_config("tiny", ["train.epochs=4"]), epochs_done=1)
+    constant = load_config("tiny", ["model.num_classes=4", "train.scheduler=none"]).to_dict()
+    check_resume(constant, load_config("tiny", ["train.scheduler=none", "train.epochs=4"]), epochs_done=2)
+    with pytest.raises(ConfigError, match="below the 2 epochs"):
+        check_resume(constant, load_config("tiny", ["train.scheduler=none", "train.epochs=1"]), epochs_done=2)
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_afresh_and_a_constant_rate_run_trains_on(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {backbone: resnet50}\n")  # what the killed attempt wrote
+    (run / "metrics.jsonl").write_text('{"kind": "step", "epoch": 0, "step": 0, "global_step": 1, "loss": 9.0}\n')
+    (run / "checkpoints" / "best.pt").write_bytes(b"cut short")
+    base = [*TINY_TRAIN, f"data.root={synth_root}", "train.scheduler=none", "train.triplets=16"]
+    with pytest.raises(ConfigError, match="holds no checkpoint to resume"):
+        fit(load_config("tiny", [*base, "train.epochs=1"]), run, resume=True)
+    fit(load_config("tiny", [*base, "train.epochs=1"]), run)
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r.get("loss") != 9.0 for r in records)  # the killed attempt's record is gone
+    assert "resnet18" in (run / "config.yaml").read_text()
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["epoch"] == 1
+    summary = fit(load_config("tiny", [*base, "train.epochs=2"]), run, resume=True)  # more epochs: allowed
+    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x]
+    assert sorted(set(epochs)) == [0, 1] and summary["final"]["epoch"] == 1
+    assert "epochs: 2" in (run / "config.yaml").read_text()
+    again = fit(load_config("tiny", [*base, "train.epochs=2"]), run, resume=True)  # a finished run: its figures
+    assert again["final"]["val_auroc"] == summary["final"]["val_auroc"]
+    assert json.loads((run / "summary.json").read_text())["final"]["epoch"] == 1

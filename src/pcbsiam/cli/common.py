@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pcbsiam.errors import ConfigError
 
@@ -19,8 +19,68 @@ SPLIT_HELP = "split file (DeepPCB layout)"
 DEVICE_HELP = "cpu, cuda, cuda:1 ..."
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors read like every other error of the command: one line
+    ``pcbsiam: error: ...`` on stderr and exit status 2 (sub-parsers are made of the same class)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the one-line error, pointing at ``--help``, and exit with status 2."""
+        self.exit(2, f"pcbsiam: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def _parent() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
+
+
+def _output(text: str, folder: bool) -> str:
+    """``text`` if a folder (``folder``) or file can be written there: it is not of the other kind,
+    and its nearest existing parent is a folder."""
+    path = Path(text)
+    want, other = ("folder", "file") if folder else ("file", "folder")
+    if path.exists() and path.is_dir() != folder:
+        raise argparse.ArgumentTypeError(f"{text} is a {other}; give a {want}")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} lies inside {parent}, which is a file")
+    return text
+
+
+def out_folder(text: str) -> str:
+    """argparse type of an output folder: absent or a folder, never a file (or inside one)."""
+    return _output(text, folder=True)
+
+
+def out_file(text: str) -> str:
+    """argparse type of an output file: absent or a file, never a folder (or inside a file)."""
+    return _output(text, folder=False)
+
+
+def bounded(kind: type, low: float, high: float, high_open: bool = False) -> Any:
+    """argparse type: a ``kind`` (int or float) in [low, high] (``high_open``: [low, high))."""
+    span = f"[{low}, {high}{')' if high_open else ']'}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__} in {span}, got {text!r}") from None
+        if not (low <= value < high if high_open else low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be in {span}, got {text}")
+        return value
+
+    return parse
+
+
+def device_name(text: str) -> str:
+    """argparse type of ``--device``: a device torch knows and this machine has (``auto`` resolved)."""
+    if text == "cpu":  # the default: no torch import while parsing
+        return text
+    from pcbsiam.devices import pick_device
+
+    try:
+        return str(pick_device(text))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def data_options(
@@ -41,7 +101,7 @@ def data_options(
 def device_option(help: str = DEVICE_HELP) -> argparse.ArgumentParser:
     """``--device`` (default ``cpu``)."""
     p = _parent()
-    p.add_argument("--device", default="cpu", help=help)
+    p.add_argument("--device", default="cpu", type=device_name, help=help)
     return p
 
 
@@ -67,7 +127,7 @@ def config_options(set_help: str, data_root: bool = False) -> argparse.ArgumentP
 def json_option(help: str | None = None) -> argparse.ArgumentParser:
     """``--json FILE``: also write the command's figures there."""
     p = _parent()
-    p.add_argument("--json", default=None, help=help)
+    p.add_argument("--json", default=None, type=out_file, help=help)
     return p
 
 
@@ -114,6 +174,11 @@ def write_json_if(path: str | Path | None, obj: Any, announce: bool = False) -> 
 def tiling_options() -> argparse.ArgumentParser:
     """``--overlap`` and ``--max-shift`` of a whole-board inspection (``inspect``, ``serve``)."""
     p = _parent()
-    p.add_argument("--overlap", type=float, default=0.0, help="share of a tile overlapping its neighbour, in [0, 1)")
+    p.add_argument(
+        "--overlap",
+        type=bounded(float, 0.0, 1.0, high_open=True),
+        default=0.0,
+        help="share of a tile overlapping its neighbour, in [0, 1)",
+    )
     p.add_argument("--max-shift", type=int, default=16, help="largest registration offset accepted (px)")
     return p

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pcbsiam.cli.common import data_options, progress, report_skipped
+from pcbsiam.cli.common import data_options, out_file, out_folder, progress, report_skipped
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -27,10 +27,12 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
     """Print the DeepPCB-Cls patch counts of a data set as one JSON object."""
-    from pcbsiam.data.sources import patches_of, read_boards
+    from pcbsiam.data.sources import no_readable_items, patches_of, read_boards
     from pcbsiam.data.store import load_store
 
     store = load_store(read_boards(args.data, args.split), cache_dir=args.cache_dir)
+    if len(store) == 0:
+        raise no_readable_items(args.data, f"the split {args.split}", store.skipped)
     stats = patches_of(store, args.patch, args.stride).stats()
     stats = {"boards": len(store), "skipped": len(store.skipped), **stats}
     print(json.dumps(stats, indent=None if args.compact else 2))
@@ -66,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", required=True)
 
     s = dsub.add_parser("synth", help="write synthetic DeepPCB-like boards in the DeepPCB layout")
-    s.add_argument("--out", required=True, help="output root (PCBData/ is created inside)")
+    s.add_argument("--out", required=True, type=out_folder, help="output root (PCBData/ is created inside)")
     s.add_argument("--boards", type=int, default=40, help="number of board pairs")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, default=640, help="board side in pixels")
@@ -82,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser(
         "show", help="draw template and tested image with their defect boxes (PNG)", parents=[data_options()]
     )
-    s.add_argument("--out", required=True, help="PNG to write")
+    s.add_argument("--out", required=True, type=out_file, help="PNG to write")
     s.add_argument("--n", type=int, default=2, help="number of items")
     s.add_argument("--name", action="append", help="item name(s) to draw, e.g. 20085000")
     s.set_defaults(func=cmd_data_show)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pcbsiam.cli.common import data_options, model_option
+from pcbsiam.cli.common import data_options, model_option, out_file
 from pcbsiam.errors import ConfigError
 
 #: ONNX graphs of :func:`pcbsiam.deploy.export.export_onnx` (repeated here: that module imports torch).
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             ),
         ],
     )
-    e.add_argument("--onnx", required=True, help="ONNX file to write")
+    e.add_argument("--onnx", required=True, type=out_file, help="ONNX file to write")
     e.add_argument(
         "--graph",
         choices=GRAPHS,
@@ -71,6 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--mode", dest="graph", choices=GRAPHS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     e.add_argument("--opset", type=int, default=17)
     e.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ, per-channel) graph")
-    e.add_argument("--int8-out", default=None, help="int8 file (default: ONNX name with -int8)")
+    e.add_argument("--int8-out", default=None, type=out_file, help="int8 file (default: ONNX name with -int8)")
     e.add_argument("--calib-patches", type=int, default=256, help="patches for int8 calibration")
     e.set_defaults(func=cmd_export)

@@ -15,6 +15,8 @@ from pcbsiam.cli.common import (
     device_option,
     json_option,
     model_option,
+    out_file,
+    out_folder,
     progress,
     tiling_options,
     write_json_if,
@@ -29,8 +31,10 @@ if TYPE_CHECKING:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from pcbsiam.data.images import load_gray
+    from pcbsiam.evaluation.calibration import parse_policy
     from pcbsiam.evaluation.evaluate import calibrate_model
 
+    parse_policy(args.policy)  # a sentence before anything is loaded
     boards = {}
     for item in args.board or []:
         name, _, path = item.partition("=")
@@ -118,6 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from pcbsiam.data.crops import PatchSpec
     from pcbsiam.evaluation.baseline import ClassicalComparator
+    from pcbsiam.evaluation.calibration import parse_policy
     from pcbsiam.evaluation.evaluate import (
         calibrate_scores,
         classical_scorer,
@@ -127,6 +132,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         run_val_items,
     )
 
+    parse_policy(args.policy)  # a sentence before anything is loaded
     val_items = run_val_items(args.model) if args.model else None
     comp = (
         ClassicalComparator(k=3, neighbourhood="square", open_size=0, allow_unregistered=True)
@@ -204,16 +210,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) -> int:
     """Inspect every pair of ``--pairs`` or ``--data/--split``; write verdicts.csv and summary.json."""
     from pcbsiam.data.images import load_gray
-    from pcbsiam.data.sources import read_boards
+    from pcbsiam.data.sources import no_readable_items, read_boards
     from pcbsiam.io import write_json, write_text
 
     if args.pairs:
         items = [(name, t, r, None) for name, t, r in _pairs_in_folder(Path(args.pairs))]
         skipped: list[str] = []
+        where, source = args.pairs, "the folder"
     elif args.data:
         boards = read_boards(args.data, args.split)
         items = [(p.name, p.tested, p.template, p.boxes) for p in boards.pairs]
         skipped = [str(e) for e in boards.skipped]
+        where, source = args.data, f"the split {args.split}"
     else:
         raise PcbsiamError("--batch needs --data ROOT [--split FILE] or --pairs DIR")
     rows, caught, boxes_total, correct, labelled = [], 0, 0, 0, 0
@@ -242,6 +250,8 @@ def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) ->
                 boxes_total += 1
                 caught += any(t.defective and t.y <= cy < t.y + t.h and t.x <= cx < t.x + t.w for t in res.tiles)
         progress(n, len(items), 25)
+    if not rows:  # nothing inspected: refuse rather than report an empty batch
+        raise no_readable_items(where, source, skipped)
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -303,7 +313,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ],
     )
     c.add_argument("--board", action="append", metavar="NAME=IMAGE", help="register a standard board")
-    c.add_argument("--out", default=None, help="bundle file (default: RUN/model.bundle or the bundle itself)")
+    c.add_argument(
+        "--out", default=None, type=out_file, help="bundle file (default: RUN/model.bundle or the bundle itself)"
+    )
     c.set_defaults(func=cmd_calibrate)
 
     e = sub.add_parser(
@@ -319,7 +331,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--baseline", action="store_true", help="also the classical comparison on the same patches")
     e.add_argument("--engines", default=None, help="also score through engines: onnx-fp32,onnx-int8 (every mode)")
-    e.add_argument("--out", default=None, help="folder for plots (and evaluation.json)")
+    e.add_argument("--out", default=None, type=out_folder, help="folder for plots (and evaluation.json)")
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser(
@@ -338,7 +350,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--neighbourhood", default="disk", choices=["disk", "square"])
     b.add_argument("--open-size", type=int, default=3, help="opening of the defect map (0: none)")
     b.add_argument("--plain", action="store_true", help="the textbook variant: k=3, square band, no opening")
-    b.add_argument("--out", default=None, help="folder for plots (and baseline.json)")
+    b.add_argument("--out", default=None, type=out_folder, help="folder for plots (and baseline.json)")
     b.set_defaults(func=cmd_baseline)
 
     i = sub.add_parser(
@@ -356,5 +368,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--board", default=None, help="name of a standard board registered in the bundle")
     i.add_argument("--batch", action="store_true", help="inspect every pair of --data/--split or --pairs")
     i.add_argument("--pairs", default=None, help="folder of <name>_test.<ext> and <name>_temp.<ext> pairs")
-    i.add_argument("--out", required=True, help="output folder")
+    i.add_argument("--out", required=True, type=out_folder, help="output folder")
     i.set_defaults(func=cmd_inspect)

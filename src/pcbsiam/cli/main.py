@@ -13,6 +13,7 @@ import time
 
 from pcbsiam import __version__
 from pcbsiam.cli import bench, data, deploy, evaluate, experiment, serve, train
+from pcbsiam.cli.common import Parser
 from pcbsiam.errors import PcbsiamError
 
 log = logging.getLogger("pcbsiam")
@@ -26,7 +27,7 @@ _EXTRA = [group.register for group in COMMAND_GROUPS]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    p = argparse.ArgumentParser(prog="pcbsiam", description="Siamese feature-fusion ResNet for PCB defect inspection")
+    p = Parser(prog="pcbsiam", description="Siamese feature-fusion ResNet for PCB defect inspection")
     p.add_argument("--version", action="version", version=f"pcbsiam {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Set up logging and run the parsed command: a :class:`PcbsiamError` is a one-line error and exit
-    status 2, an interrupt exit status 130."""
+    status 2 (as a bad option is, see :class:`~pcbsiam.cli.common.Parser`), an interrupt exit status 130."""
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except PcbsiamError as exc:
-        print(f"pcbsiam: error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line, always
+        print(f"pcbsiam: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pcbsiam: interrupted", file=sys.stderr)

@@ -12,25 +12,26 @@ import logging
 import os
 import sys
 
-from pcbsiam.cli.common import device_option, model_option, tiling_options
+from pcbsiam.cli.common import Parser, bounded, device_option, model_option, tiling_options
 
 log = logging.getLogger(__name__)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the service with uvicorn until interrupted."""
+    import torch
     import uvicorn
 
     from pcbsiam.serve.app import create_app
-    from pcbsiam.serve.service import ServiceSettings
+    from pcbsiam.serve.service import ServiceSettings, allowed_hosts_for
 
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
+    # each inspection thread gets its share of the cores: two threads of 2 torch threads on 2 cores thrash
+    torch.set_num_threads(args.torch_threads or max(1, (os.cpu_count() or 1) // args.workers_threads))
     settings = ServiceSettings(
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,
+        inspection_timeout_s=args.inspection_timeout,
+        allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts or ()),
         max_concurrency=args.workers_threads,
         max_queue=args.max_queue,
         overlap=args.overlap,
@@ -91,13 +92,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         ],
     )
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=bounded(int, 1, 65535), default=8000, help="TCP port, 1-65535")
     s.add_argument("--db", default="sqlite:///inspections.db", help="SQLAlchemy URL of the inspection records")
     s.add_argument("--workers-threads", type=int, default=2, help="inspections run at once")
     s.add_argument("--max-queue", type=int, default=16, help="inspections waiting for a thread before 503")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body, MiB")
-    s.add_argument("--max-pixels", type=int, default=25_000_000, help="largest image, pixels")
-    s.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    s.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest image, pixels (413 beyond)")
+    s.add_argument(
+        "--inspection-timeout", type=float, default=30.0, help="seconds per inspection, queueing included (503 beyond)"
+    )
+    s.add_argument(
+        "--allowed-hosts",
+        nargs="+",
+        default=None,
+        metavar="HOST",
+        help="Host header names served besides the bind address and loopback ('*': any); others get 400",
+    )
+    s.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: the cores divided by --workers-threads)",
+    )
     s.add_argument(
         "--no-store-images",
         action="store_true",
@@ -124,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``serve`` or ``serve-loadtest`` without the rest of the ``pcbsiam`` command."""
     from pcbsiam.cli.main import run
 
-    parser = argparse.ArgumentParser(prog="python -m pcbsiam.cli.serve")
+    parser = Parser(prog="python -m pcbsiam.cli.serve")
     register(parser.add_subparsers(dest="command", required=True))
     return run(parser.parse_args(argv))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pcbsiam.cli.common import config_options
+from pcbsiam.cli.common import config_options, out_folder
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -13,10 +13,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pcbsiam.config import load_config
     from pcbsiam.train.fit import fit
 
-    overrides = list(args.set or [])
+    cfg = load_config(args.config, args.set)
     if args.data:
-        overrides.append(f"data.root={args.data}")
-    cfg = load_config(args.config, overrides)
+        cfg.data.root = args.data  # a path as given, not read as YAML (a folder named 2024 stays text)
     summary = fit(cfg, args.out, resume=args.resume)
     if summary.get("final"):
         print(json.dumps({"run": str(args.out), "best": summary["best"], "seconds": round(summary["seconds"], 1)}))
@@ -51,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--config", required=True, help=f"YAML file or preset name ({', '.join(shipped_presets()) or 'none shipped'})"
     )
-    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--out", required=True, type=out_folder, help="run folder")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.set_defaults(func=cmd_train)
 
@@ -60,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the whole job on synthetic boards, in a few minutes on a CPU",
         parents=[config_options("training override")],
     )
-    d.add_argument("--out", default="demo_out", help="output folder")
+    d.add_argument("--out", default="demo_out", type=out_folder, help="output folder")
     d.add_argument("--boards", type=int, default=48)
     d.add_argument("--size", type=int, default=384)
     d.add_argument("--seed", type=int, default=0)

@@ -7,6 +7,7 @@ from collections import defaultdict
 import numpy as np
 
 from pcbsiam.data.records import BoardPair
+from pcbsiam.errors import ConfigError
 
 
 def sample_triplets(labels: np.ndarray, groups: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -74,9 +75,12 @@ def split_by_image(pairs: list[BoardPair], val_fraction: float = 0.1, seed: int 
 
     Returns:
         (train indices, validation indices), each sorted int64.
+
+    Raises:
+        ConfigError: ``val_fraction`` outside [0, 1).
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
     by_group: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):
         by_group[p.group].append(i)
@@ -97,11 +101,11 @@ def split_by_group(pairs: list[BoardPair], holdout: list[str]) -> tuple[np.ndarr
     """Leave-groups-out split: every item of a ``holdout`` group goes to validation.
 
     Raises:
-        ValueError: a holdout group does not occur in ``pairs``.
+        ConfigError: a holdout group does not occur in ``pairs``.
     """
     present = {p.group for p in pairs}
     missing = [g for g in holdout if g not in present]
     if missing:
-        raise ValueError(f"holdout groups {missing} not found; groups present: {sorted(present)}")
+        raise ConfigError(f"data.holdout_groups names unknown group(s) {missing}; the data's groups: {sorted(present)}")
     is_val = np.asarray([p.group in holdout for p in pairs])
     return np.flatnonzero(~is_val).astype(np.int64), np.flatnonzero(is_val).astype(np.int64)

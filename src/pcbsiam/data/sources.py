@@ -11,6 +11,7 @@ from pcbsiam.data.paper import is_paper_layout, read_paper_layout
 from pcbsiam.data.protocol import PatchIndex, cut_patches
 from pcbsiam.data.records import BoardList
 from pcbsiam.data.store import BoardStore, load_store
+from pcbsiam.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,12 @@ def read_boards(root: str | Path, split: str | Path = "trainval.txt", strict: bo
     if is_paper_layout(root):
         return read_paper_layout(root, strict=strict)
     return read_deeppcb(root, split, strict=strict)
+
+
+def no_readable_items(where: str | Path, source: str, skipped: list) -> DataError:
+    """The error of a split (or folder) whose every item was skipped: how many, and why the first was."""
+    first = f"; the first: {skipped[0]}" if skipped else ""
+    return DataError(where, f"{source} has no readable item ({len(skipped)} skipped{first})")
 
 
 @dataclass

@@ -80,12 +80,9 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         return Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
     if not path.is_file():
         raise PcbsiamError(f"model {path} not found: give a bundle file or a training run folder")
-    data = load_tagged(
-        path, BUNDLE_FORMAT, BUNDLE_VERSION, "bundle", device, exact=True, remedy="re-run `pcbsiam calibrate` with it"
-    )
-    cfg = from_dict(data["config"])
-    model = create_model(cfg.model)
-    model.load_state_dict(data["model"])
+    data = load_tagged(path, BUNDLE_FORMAT, BUNDLE_VERSION, "bundle", device, exact=True, remedy=_RECALIBRATE)
+    _require(data, path, "bundle", ("config", "model", "groups", "policy", "calibration"), _RECALIBRATE)
+    model, cfg = _network(data, path, "bundle", _RECALIBRATE)
     boards = {k: v.cpu().numpy() for k, v in data.get("boards", {}).items()}
     return Bundle(model.to(device).eval(), cfg, list(data["groups"]), data["policy"], data["calibration"], boards)
 
@@ -95,10 +92,46 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     path = Path(path)
     ck_path = path / "checkpoints" / "best.pt" if path.is_dir() else path
     ck = load_checkpoint(ck_path, map_location=device)
-    cfg = from_dict(ck["config"])
-    model = create_model(cfg.model)  # the checkpoint supplies the weights
-    model.load_state_dict(ck["model"])
+    remedy = "train it again with this pcbsiam"
+    _require(ck, ck_path, "training checkpoint", ("config", "model", "groups"), remedy)
+    model, cfg = _network(ck, ck_path, "training checkpoint", remedy)
     return model.to(device).eval(), cfg, list(ck["groups"])
+
+
+_RECALIBRATE = "re-run `pcbsiam calibrate` with its training run"
+
+
+def _require(data: dict, path: Path, what: str, keys: tuple[str, ...], remedy: str) -> None:
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise PcbsiamError(f"{path} is a {what} without {', '.join(missing)}: {remedy}")
+
+
+def _network(data: dict, path: Path, what: str, remedy: str) -> tuple[PairModel, Config]:
+    """The network a tagged file's config describes, with the file's weights; a sentence when they do not fit."""
+    if not isinstance(data["config"], dict) or not isinstance(data["model"], dict):
+        raise PcbsiamError(f"{path}: the {what}'s config or weights are not mappings: {remedy}")
+    try:
+        cfg = from_dict(data["config"])
+    except PcbsiamError as exc:
+        raise PcbsiamError(f"{path}: the {what}'s config is invalid ({exc}): {remedy}") from exc
+    model = create_model(cfg.model)
+    want = model.state_dict()
+    got = data["model"]
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    reshaped = [
+        k for k in want if k in got and (not torch.is_tensor(got[k]) or tuple(got[k].shape) != tuple(want[k].shape))
+    ]
+    if missing or unexpected or reshaped:
+        first = (missing or unexpected or reshaped)[0]
+        raise PcbsiamError(
+            f"{path}: the {what}'s weights do not fit its config (model.mode={cfg.model.mode}, "
+            f"model.backbone={cfg.model.backbone}): {len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(reshaped)} of another shape (first: {first}); {remedy}"
+        )
+    model.load_state_dict(got)
+    return model, cfg
 
 
 def _is_checkpoint(path: Path) -> bool:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from pcbsiam.errors import ConfigError
 from pcbsiam.evaluation.metrics import _as_scores_labels, binary_metrics
 
 __all__ = ["POLICIES", "Calibration", "choose_threshold", "parse_policy"]
@@ -60,7 +61,7 @@ def parse_policy(policy: str) -> tuple[str, float | None]:
     """Split a policy string into its name and, for ``"recall:<r>"``, the target recall.
 
     Raises:
-        ValueError: for an unknown policy or a recall target outside [0, 1].
+        ConfigError (a ValueError): an unknown policy, or a recall target outside (0, 1].
     """
     name = policy.strip().lower()
     if name in ("accuracy", "balanced_accuracy", "f1"):
@@ -71,15 +72,15 @@ def parse_policy(policy: str) -> tuple[str, float | None]:
             target = float(text)
         except ValueError:
             target = math.nan
-        if not 0.0 <= target <= 1.0:
-            raise ValueError(
-                f"Policy {policy!r}: the target recall must be a number between 0 and 1, "
+        if not 0.0 < target <= 1.0:
+            raise ConfigError(
+                f"Policy {policy!r}: the target recall must be a number between 0 and 1 (above 0, at most 1), "
                 f"e.g. 'recall:0.995'; got {text!r}."
             )
         return "recall", target
-    raise ValueError(
+    raise ConfigError(
         f"Unknown threshold policy {policy!r}; valid policies are 'accuracy', 'balanced_accuracy', "
-        "'f1' and 'recall:<r>' with r between 0 and 1 (e.g. 'recall:0.995')."
+        "'f1' and 'recall:<r>' with 0 < r <= 1 (e.g. 'recall:0.995')."
     )
 
 

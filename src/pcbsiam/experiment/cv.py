@@ -140,6 +140,8 @@ def _figures(scores: np.ndarray, labels: np.ndarray, defect: np.ndarray, thresho
 def cv_report(out: str | Path) -> dict[str, Any]:
     """Per-fold and pooled figures of the finished folds of ``out`` (also written to results.json, cv.md)."""
     out = Path(out)
+    if not (out / "cv.json").is_file():
+        raise ConfigError(f"{out} holds no cross-validation (no cv.json): run `pcbsiam cv --config ... --out {out}`")
     request = json.loads((out / "cv.json").read_text())
     policies = request["policies"]
     folds: dict[str, Any] = {}

@@ -9,6 +9,25 @@ Run folder::
     checkpoints/best.pt  the epoch of best validation AUROC, threshold inside
     learning_curve.png   loss and validation accuracy / AUROC
     summary.json         final figures
+
+Nothing is written before the data is split, the network built and (on resume) the checkpoint loaded
+and checked, so a refused run leaves its folder as it was.
+
+Resuming (``resume=True``) continues ``checkpoints/last.pt`` and refuses, naming the settings, a
+configuration that differs from the checkpoint's in anything that alters the run. Only these may
+change (:data:`RESUME_MAY_CHANGE`):
+
+* ``train.device``, ``train.amp``, ``data.workers``, ``data.cache_dir``: where and how fast it runs;
+* ``train.log_every``, ``train.checkpoint_every``: how often it logs and checkpoints;
+* ``data.root``: where the data lies now (the items must give the run's ``split.json`` exactly);
+* ``train.epochs``, with ``train.scheduler=none`` only and not below the epochs already trained:
+  a cosine schedule spans the run's planned steps, so more epochs would bend the rate curve of a
+  half-finished run into one no uninterrupted run follows; such a change is refused.
+
+A folder without ``checkpoints/last.pt`` cannot be resumed (a sentence says so). Without ``resume``
+a folder holding a checkpoint is refused; one holding only the files of a run killed before its first
+checkpoint (``config.yaml``, ``split.json``, ``metrics.jsonl``, ``best.pt``) starts afresh, and those
+files are replaced.
 """
 
 from __future__ import annotations
@@ -28,11 +47,11 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from pcbsiam.checkpoint import load_checkpoint, save_checkpoint
-from pcbsiam.config import Config, dump_config
+from pcbsiam.config import Config, dump_config, from_dict
 from pcbsiam.data.crops import PatchSpec
 from pcbsiam.data.protocol import PatchIndex, subsample
 from pcbsiam.data.sampler import split_by_group, split_by_image
-from pcbsiam.data.sources import patches_of, read_boards
+from pcbsiam.data.sources import no_readable_items, patches_of, read_boards
 from pcbsiam.data.store import BoardStore, load_store, register_store
 from pcbsiam.devices import unwrap
 from pcbsiam.errors import ConfigError
@@ -75,17 +94,25 @@ def prepare_data(cfg: Config) -> SplitData:
     store = load_store(boards, cache_dir=cfg.data.cache_dir)
     for err in store.skipped:
         log.warning("skipped %s", err)
+    if len(store) == 0:
+        raise no_readable_items(cfg.data.root, f"the split {cfg.data.split}", store.skipped)
     if cfg.data.register:
         register_store(store, local_shift=cfg.data.local_shift)
-    if len(store) == 0:
-        raise ConfigError(f"no readable items in {cfg.data.root} ({len(store.skipped)} skipped)")
     if cfg.data.holdout_groups:
         train_idx, val_idx = split_by_group(store.pairs, cfg.data.holdout_groups)
     else:
         train_idx, val_idx = split_by_image(store.pairs, cfg.data.val_fraction, cfg.data.split_seed)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        how = "data.holdout_groups" if cfg.data.holdout_groups else "data.val_fraction (a PCB type needs 2 items)"
+        raise ConfigError(
+            f"the split of the {len(store)} readable items of {cfg.data.root} by {how} leaves "
+            f"{len(train_idx)} for training and {len(val_idx)} for validation; both need at least one"
+        )
     train_store, val_store = store.subset(train_idx), store.subset(val_idx)
     train_index = patches_of(train_store, cfg.data.patch, cfg.data.stride)
     val_index = patches_of(val_store, cfg.data.patch, cfg.data.stride, groups=store.groups)
+    if len(train_index) == 0 or len(val_index) == 0:
+        raise ConfigError(f"data.patch={cfg.data.patch} px is larger than the boards of {cfg.data.root}: no patch")
     return SplitData(train_store, train_index, val_store, val_index)
 
 
@@ -165,6 +192,56 @@ def validate_epoch(model: torch.nn.Module, data: SplitData, cfg: Config, device:
     }
 
 
+#: Settings a resumed run may change (see the module docstring); ``train.epochs`` with ``scheduler=none`` only.
+RESUME_MAY_CHANGE = (
+    "train.device",
+    "train.amp",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.epochs",
+    "data.workers",
+    "data.cache_dir",
+    "data.root",
+)
+#: Settings a run derives from its data rather than takes from the user.
+_DERIVED = ("model.num_classes",)
+#: Files of a run that a fresh start replaces (``config.yaml`` and ``split.json`` are rewritten anyway).
+_STALE = ("metrics.jsonl", "summary.json", "learning_curve.png", "checkpoints/best.pt")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resume(saved: dict, cfg: Config, epochs_done: int) -> None:
+    """Refuse resuming a run saved with config ``saved`` under ``cfg``, naming the settings that differ
+    and may not change (see the module docstring).
+
+    Raises:
+        ConfigError: a setting outside :data:`RESUME_MAY_CHANGE` differs, ``train.epochs`` differs under
+            the cosine schedule, or it is below the ``epochs_done`` already trained.
+    """
+    old, new = _flat(from_dict(saved).to_dict()), _flat(cfg.to_dict())
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in _DERIVED)
+    refused = [k for k in differ if k not in RESUME_MAY_CHANGE]
+    if refused:
+        changes = "; ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in refused)
+        raise ConfigError(
+            f"--resume cannot change {', '.join(refused)} of the run ({changes}): resume with the run's "
+            "config.yaml, or train a new run into another --out"
+        )
+    if "train.epochs" in differ and cfg.train.scheduler == "cosine":
+        raise ConfigError(
+            f"--resume cannot change train.epochs ({old['train.epochs']} -> {cfg.train.epochs}) under "
+            "train.scheduler=cosine: the schedule spans the planned epochs; train a new run instead"
+        )
+    if cfg.train.epochs < epochs_done:
+        raise ConfigError(f"train.epochs={cfg.train.epochs} is below the {epochs_done} epochs the run has trained")
+
+
 def fit(cfg: Config, out_dir: str | Path, resume: bool = False, data: SplitData | None = None) -> dict:
     """Train ``cfg`` into ``out_dir``; with ``resume`` continue from ``checkpoints/last.pt``.
 
@@ -173,33 +250,57 @@ def fit(cfg: Config, out_dir: str | Path, resume: bool = False, data: SplitData 
 
     Returns:
         The summary (best and final validation figures, time, throughput).
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, holds a run (without ``resume``) or no checkpoint (with
+            it), or a resume would change the run (see the module docstring).
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the run")
     dist = init_distributed(cfg.train.device)
-    run = RunFolder(out_dir, dist.is_main)
+    run = RunFolder(out, dist.is_main)
     if run.last.is_file() and not resume:
         raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not run.last.is_file():
+        raise ConfigError(f"{out_dir} holds no checkpoint to resume ({run.last} not found); train without --resume")
     try:
-        return _fit(cfg, run, resume and run.last.is_file(), dist, data)
+        return _fit(cfg, run, resume, dist, data)
     finally:
         cleanup()
 
 
+def _split_record(data: SplitData) -> dict:
+    return {
+        "train": [p.name for p in data.train_store.pairs],
+        "val": [p.name for p in data.val_store.pairs],
+        "train_patches": data.train_index.stats(),
+        "val_patches": data.val_index.stats(),
+    }
+
+
+def _check_same_split(run: RunFolder, split: dict, groups: list[str], ck: dict) -> None:
+    """Refuse resuming on data that splits differently from the run's ``split.json`` (or groups)."""
+    saved_path = run.path / "split.json"
+    saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
+    items_differ = saved is not None and (saved.get("train"), saved.get("val")) != (split["train"], split["val"])
+    if items_differ or list(ck.get("groups", groups)) != groups:
+        raise ConfigError(
+            f"the data no longer gives the split of {run.path} (split.json: training and validation items, "
+            "PCB types): resume on the same data, or train a new run"
+        )
+
+
 def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitData | None) -> dict:
+    ck = load_checkpoint(run.last, map_location=dist.device) if resume else None
+    if ck is not None:
+        check_resume(ck["config"], cfg, ck["epoch"])
     torch.manual_seed(cfg.train.seed)
     data = data or prepare_data(cfg)
     cfg.model.num_classes = len(data.train_index.groups)
-    if dist.is_main:
-        run.path.mkdir(parents=True, exist_ok=True)
-        write_text(run.path / "config.yaml", dump_config(cfg))
-        write_json(
-            run.path / "split.json",
-            {
-                "train": [p.name for p in data.train_store.pairs],
-                "val": [p.name for p in data.val_store.pairs],
-                "train_patches": data.train_index.stats(),
-                "val_patches": data.val_index.stats(),
-            },
-        )
+    split = _split_record(data)
+    if ck is not None:
+        _check_same_split(run, split, data.train_index.groups, ck)
     objective = objective_for(cfg)
     dataset, criterion = objective.dataset(cfg, data), objective.loss(cfg.train)
     model: torch.nn.Module = build_model(cfg.model).to(dist.device)
@@ -211,15 +312,22 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
         cosine_schedule(optimizer, total_steps, cfg.train.warmup_steps) if cfg.train.scheduler == "cosine" else None
     )
     epoch, start_step, global_step, best = 0, 0, 0, {"val_auroc": -1.0}
-    if resume:
-        ck = load_checkpoint(run.last, map_location=dist.device)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         if scheduler is not None and ck.get("scheduler"):
             scheduler.load_state_dict(ck["scheduler"])
         epoch, start_step, global_step, best = ck["epoch"], ck["step"], ck["global_step"], ck["best"]
-        run.truncate_after(global_step, epoch)
-        log.info("resuming %s at epoch %d step %d", run.path, epoch, start_step)
+    if dist.is_main:  # every check passed: now the folder may change
+        run.path.mkdir(parents=True, exist_ok=True)
+        if ck is not None:
+            run.truncate_after(global_step, epoch)
+            log.info("resuming %s at epoch %d step %d", run.path, epoch, start_step)
+        else:
+            for name in _STALE:  # the files of an attempt killed before its first checkpoint
+                (run.path / name).unlink(missing_ok=True)
+        write_text(run.path / "config.yaml", dump_config(cfg))
+        write_json(run.path / "split.json", split)
     if dist.world > 1:
         ddp_ids = [dist.device.index] if dist.device.type == "cuda" else None
         model = DistributedDataParallel(
@@ -279,7 +387,8 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
         if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < steps_per_epoch:
             checkpoint(run.last, ep, step + 1)
 
-    final: dict = {}
+    # a run resumed after its last epoch (killed before its summary) reports that epoch's figures
+    final: dict = next((r for r in reversed(run.records()) if r.get("kind") == "epoch"), {}) if ck else {}
     while epoch < cfg.train.epochs:
         batches = epoch_order(len(dataset), epoch, cfg.train.seed, cfg.train.batch_size, dist)[start_step:]
         loader = DataLoader(
