@@ -1,4 +1,5 @@
-"""``pcbsiam bench infer`` (inference engines) and ``pcbsiam bench train`` (training throughput)."""
+"""``pcbsiam bench infer`` (inference engines), ``bench inspect`` (end-to-end boards/s beside the classical
+comparison) and ``bench train`` (training throughput)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import os
 import sys
 
-from pcbsiam.cli.common import json_option, model_option, parse_csv, parse_csv_ints, write_json_if
+from pcbsiam.cli.common import data_options, json_option, model_option, parse_csv, parse_csv_ints, write_json_if
 from pcbsiam.errors import ConfigError
 
 DEFAULT_BACKBONES = "resnet18,resnet50"
@@ -77,6 +78,41 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_inspect(args: argparse.Namespace) -> int:
+    """Time whole-board inspection per engine beside the classical comparison; print one JSON row per engine."""
+    import json
+
+    import torch
+
+    from pcbsiam.deploy.backends import ENGINES
+    from pcbsiam.deploy.bench import bench_inspect
+    from pcbsiam.deploy.bundle import load_bundle
+
+    engines = parse_csv(args.engines)
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise ConfigError(f"unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bundle = load_bundle(args.model)
+    rows = []
+    for name in engines:
+        row = bench_inspect(
+            bundle,
+            args.data,
+            args.split,
+            name,
+            args.boards,
+            args.batch_size,
+            args.workdir,
+            peak_seconds=args.peak_seconds,
+        )
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    write_json_if(args.json, rows)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``bench infer`` and ``bench train`` to the ``pcbsiam`` parser."""
     b = sub.add_parser("bench", help="speed benchmarks")
@@ -103,6 +139,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
     i.add_argument("--workdir", default=None, help="keep the ONNX files here (default: a temporary folder)")
     i.set_defaults(func=cmd_bench_infer)
+
+    e = bsub.add_parser(
+        "inspect",
+        help="end-to-end boards/s of whole-board inspection per engine, the classical comparison beside it",
+        parents=[
+            model_option("calibrated bundle (any mode)"),
+            data_options(cache_dir=False),
+            json_option(ROWS_JSON_HELP),
+        ],
+    )
+    e.add_argument("--engines", default="torch", help="comma-separated: torch, onnx-fp32, onnx-int8")
+    e.add_argument("--boards", type=int, default=50, help="boards timed (the first of the split)")
+    e.add_argument("--batch-size", type=int, default=32, help="tiles per network call")
+    e.add_argument("--peak-seconds", type=float, default=3.0, help="timing length of the fp32 GEMM peak")
+    e.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
+    e.add_argument("--workdir", default=None, help="keep the ONNX files here (default: a temporary folder)")
+    e.set_defaults(func=cmd_bench_inspect)
 
     t = bsub.add_parser(
         "train",
