@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import torch
 
-from pcbsiam.config import ModelConfig
-from pcbsiam.models.backbone import check_scales, create_backbone
-from pcbsiam.models.base import PairModel, register_mode
-from pcbsiam.models.fusion import PooledHead
+from pcbsiam.models.base import register_mode
+from pcbsiam.models.fusion import PooledLogitModel
 
 
 @register_mode
-class ReferenceAwareNet(PairModel):
+class ReferenceAwareNet(PooledLogitModel):
     """Scores a (tested, reference) pair from the differences of their per-stage feature maps."""
 
     mode = "diff"
-    score_name = "logit"
-    score_label = "defect score (logit)"
     encodes_references = True
-    objective = "pair"
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg)
-        self.backbone = create_backbone(cfg.backbone, check_scales(cfg.scales), in_chans=1)
-        self.head = PooledHead(list(self.backbone.feature_info.channels()), cfg.hidden_dim)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 1, S, S) -> per-stage (B, C_s, H_s, W_s) feature maps (the part of a reference worth caching)."""

@@ -6,6 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcbsiam.config import ModelConfig
+from pcbsiam.models.backbone import check_scales, create_backbone
+from pcbsiam.models.base import PairModel
+
 
 class FusionHead(nn.Module):
     """Fuse multi-scale feature maps into an L2-normalised embedding.
@@ -53,3 +57,17 @@ class PooledHead(nn.Module):
             for p in (F.adaptive_max_pool2d(f, 1).flatten(1), F.adaptive_avg_pool2d(f, 1).flatten(1))
         ]
         return self.fc2(F.relu(self.fc1(torch.cat(pooled, dim=1)))).squeeze(1).float()
+
+
+class PooledLogitModel(PairModel):
+    """What the reference-aware modes share: a backbone over ``in_channels`` input channels and a
+    :class:`PooledHead` giving a defect logit; trained on pairs with binary cross-entropy."""
+
+    score_name = "logit"
+    score_label = "defect score (logit)"
+    objective = "pair"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.backbone = create_backbone(cfg.backbone, check_scales(cfg.scales), in_chans=self.in_channels)
+        self.head = PooledHead(list(self.backbone.feature_info.channels()), cfg.hidden_dim)

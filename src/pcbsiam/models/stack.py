@@ -8,14 +8,13 @@ from __future__ import annotations
 import torch
 
 from pcbsiam.config import ModelConfig
-from pcbsiam.models.backbone import check_scales, create_backbone
 from pcbsiam.models.band import band_defects
-from pcbsiam.models.base import PairModel, register_mode
-from pcbsiam.models.fusion import PooledHead
+from pcbsiam.models.base import register_mode
+from pcbsiam.models.fusion import PooledLogitModel
 
 
 @register_mode
-class StackedPairNet(PairModel):
+class StackedPairNet(PooledLogitModel):
     """Channels (tested, reference, |tested - reference| [, band defects]) into one backbone.
 
     Nothing of a reference can be computed ahead of its tested patch, so ``encode`` is the identity
@@ -23,15 +22,7 @@ class StackedPairNet(PairModel):
     """
 
     mode = "stack"
-    score_name = "logit"
-    score_label = "defect score (logit)"
     encodes_references = False
-    objective = "pair"
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg)
-        self.backbone = create_backbone(cfg.backbone, check_scales(cfg.scales), in_chans=self.in_channels)
-        self.head = PooledHead(list(self.backbone.feature_info.channels()), cfg.hidden_dim)
 
     @classmethod
     def check_config(cls, cfg: ModelConfig) -> None:
