@@ -43,7 +43,7 @@ def test_parser_has_every_command_in_order() -> None:
     assert list(_subparsers(build_parser())) == COMMANDS
     assert all(callable(group.register) for group in COMMAND_GROUPS)
     assert list(_subparsers(_subparsers(build_parser())["data"])) == ["synth", "stats", "show", "bench"]
-    assert list(_subparsers(_subparsers(build_parser())["bench"])) == ["infer", "train"]
+    assert list(_subparsers(_subparsers(build_parser())["bench"])) == ["infer", "inspect", "train"]
 
 
 def test_cli_help_imports_neither_torch_nor_numpy() -> None:
