@@ -58,3 +58,40 @@ def test_refine_shift_stays_put_without_evidence_and_within_its_radius() -> None
     tested, reference = big[16:112, 16:112], big[10:106, 16:112]  # 6 px away: beyond a radius of 2
     dy, dx = refine_shift(tested, reference, (30, 30, 40, 40), (30, 30, 40, 40), radius=2)
     assert max(abs(dy), abs(dx)) <= 2
+
+
+def _refine_by_loop(tested, reference, box, reference_box, radius):  # noqa: ANN001, ANN202
+    """The plain loop over moves that refine_shift vectorises: least mean absolute difference over the
+    pixels both crops have, then the smallest move, then the first in row-major order."""
+    from pcbsiam.data.transforms import crop, inside
+
+    y, x, h, w = reference_box
+    t = crop(tested, *box, fill=0).astype(np.int16)
+    t_ok = inside(*box, tested.shape)
+    big = crop(reference, y - radius, x - radius, h + 2 * radius, w + 2 * radius, fill=0).astype(np.int16)
+    big_ok = inside(y - radius, x - radius, h + 2 * radius, w + 2 * radius, reference.shape)
+    best, best_key = (0, 0), None
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            sl = (slice(radius + dy, radius + dy + h), slice(radius + dx, radius + dx + w))
+            ok = t_ok & big_ok[sl]
+            if ok.any():
+                key = (float(np.abs(t - big[sl])[ok].mean()), abs(dy) + abs(dx))
+                if best_key is None or key < best_key:
+                    best, best_key = (dy, dx), key
+    return best
+
+
+def test_refine_shift_equals_the_loop_over_moves_at_borders_and_ties() -> None:
+    from pcbsiam.data.transforms import refine_shift
+
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        img = ((rng.random((120, 120)) > 0.6) * int(rng.integers(100, 255))).astype(np.uint8)
+        if trial % 5 == 0:
+            img[:] = 128  # featureless: every move ties, the smallest wins
+        ref = np.roll(img, tuple(int(v) for v in rng.integers(-3, 4, 2)), axis=(0, 1))
+        for box in [(-16, -16, 56, 56), (0, 0, 48, 48), (80, 80, 56, 56), (30, 40, 32, 32)]:
+            moved = (box[0] + int(rng.integers(-2, 3)), box[1] + int(rng.integers(-2, 3)), box[2], box[3])
+            radius = int(rng.integers(1, 4))
+            assert refine_shift(img, ref, box, moved, radius) == _refine_by_loop(img, ref, box, moved, radius)

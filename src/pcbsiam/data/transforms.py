@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.lib.stride_tricks import sliding_window_view
 
 #: ImageNet statistics reduced to one grey channel (mean and std of the RGB means).
 GREY_MEAN = 0.449
@@ -100,23 +101,20 @@ def refine_shift(
     t_ok = inside(*box, tested.shape)
     big = crop(reference, y - radius, x - radius, h + 2 * radius, w + 2 * radius, fill=0).astype(np.int16)
     big_ok = inside(y - radius, x - radius, h + 2 * radius, w + 2 * radius, reference.shape)
-    whole = bool(t_ok.all() and big_ok.all())
-    best, best_key = (0, 0), None
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            sl = (slice(radius + dy, radius + dy + h), slice(radius + dx, radius + dx + w))
-            diff = np.abs(t - big[sl])
-            if whole:
-                cost = float(diff.mean())
-            else:
-                ok = t_ok & big_ok[sl]
-                if not ok.any():
-                    continue
-                cost = float(diff[ok].mean())
-            key = (cost, abs(dy) + abs(dx))
-            if best_key is None or key < best_key:
-                best, best_key = (dy, dx), key
-    return best
+    side = 2 * radius + 1
+    diff = np.abs(sliding_window_view(big, (h, w)) - t)  # (side, side, h, w): every move at once
+    if t_ok.all() and big_ok.all():
+        sums, counts = diff.sum(axis=(2, 3), dtype=np.int64), np.full((side, side), h * w, np.int64)
+    else:
+        ok = sliding_window_view(big_ok, (h, w)) & t_ok
+        sums, counts = np.where(ok, diff, 0).sum(axis=(2, 3), dtype=np.int64), ok.sum(axis=(2, 3))
+    cost = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)  # the same means as a loop over moves
+    moves = np.arange(-radius, radius + 1)
+    manhattan = np.abs(moves)[:, None] + np.abs(moves)[None, :]
+    # least cost, then the smallest move, then the first in row-major order (dy, then dx ascending)
+    order = np.lexsort((np.arange(side * side), manhattan.ravel(), cost.ravel()))
+    k = int(order[0])
+    return int(moves[k // side]), int(moves[k % side])
 
 
 def registered_box(
