@@ -126,7 +126,7 @@ def test_cli_bench_infer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert "unknown backbone" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("engine", ["torch", "onnx-fp32"])
+@pytest.mark.parametrize("engine", ["torch", "onnx-fp32", "onnx-int8"])
 def test_bench_inspect_times_every_stage_beside_the_classical_method(
     engine: str, tiny_deeppcb: Path, tmp_path: Path
 ) -> None:
@@ -143,3 +143,5 @@ def test_bench_inspect_times_every_stage_beside_the_classical_method(
     assert row["boards_per_s"] > 0 and row["classical_boards_per_s"] > 0 and row["ratio_to_classical"] > 0
     assert set(row["stage_share"]) == set(STAGES) and sum(row["stage_share"].values()) == pytest.approx(1, abs=0.01)
     assert row["network_share_of_peak"] > 0
+    if engine == "onnx-int8":  # int8 is measured against its own roof too
+        assert row["int8_peak_gops"] > 0 and row["network_share_of_int8_peak"] > 0

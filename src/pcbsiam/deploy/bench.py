@@ -21,6 +21,48 @@ from pcbsiam.models import PairModel
 BOARD_SIDE = 640
 
 
+def int8_peak_gops(seconds: float = 3.0, n: int = 1024, threads: int | None = None) -> float:
+    """Measured int8 GEMM roof of ONNX Runtime on this CPU: best GOP/s of one (n, n) uint8 x int8 ``MatMulInteger``.
+
+    The roof int8 graphs are measured against: with VNNI a core does several int8 multiply-adds where it
+    does one in fp32, so an int8 network can pass the fp32 GEMM peak.
+    """
+    import tempfile
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pcbsiam.deploy.export import ort_session
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+        "int8_roof",
+        [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+            helper.make_tensor_value_info("b", TensorProto.INT8, [n, n]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    with tempfile.TemporaryDirectory(prefix="pcbsiam-roof-") as tmp:
+        path = Path(tmp) / "roof.onnx"
+        onnx.save(model, str(path))
+        session = ort_session(path, threads)
+        rng = np.random.default_rng(0)
+        feed = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8), "b": rng.integers(-128, 128, (n, n), dtype=np.int8)}
+        session.run(None, feed)
+        best, t_end = float("inf"), time.perf_counter() + seconds
+        while True:
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            t1 = time.perf_counter()
+            best = min(best, t1 - t0)
+            if t1 >= t_end:
+                break
+    return 2.0 * n**3 / best / 1e9
+
+
 def flops_per_patch(model: PairModel, input_size: int) -> float:
     """FLOPs (2 per multiply-add, convolutions and matrix products) of one tile's work: embedding the
     (1, 1, S, S) tested patch for embedding models, scoring the pair otherwise (as ``Engine.tile_work``)."""
@@ -276,6 +318,10 @@ def bench_inspect(
     net_gflops = tiles * flops / max(stages["network"], 1e-9) / 1e9
     peak = matmul_peak_gflops(peak_seconds)
     total = sum(stages.values())
+    roof = {}
+    if engine == "onnx-int8":
+        int8_peak = int8_peak_gops(peak_seconds)
+        roof = {"int8_peak_gops": round(int8_peak, 1), "network_share_of_int8_peak": round(net_gflops / int8_peak, 3)}
     return {
         "boards": len(pairs),
         "tiles": tiles,
@@ -291,6 +337,7 @@ def bench_inspect(
         "network_gflops": round(net_gflops, 1),
         "peak_gflops": round(peak, 1),
         "network_share_of_peak": round(net_gflops / peak, 3),
+        **roof,
         "threads": torch.get_num_threads(),
         "load_avg": round(load, 2),
     }
