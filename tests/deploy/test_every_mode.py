@@ -67,6 +67,10 @@ def test_every_command_runs_on_every_mode(
     torch_rep, onnx_rep = (reports[k] for k in sorted(reports, key=len))
     assert onnx_rep["engine"] == "onnx-fp32" and onnx_rep["auroc"] == pytest.approx(torch_rep["auroc"], abs=1e-6)
     capsys.readouterr()
+    # int8 is calibrated on training pairs of the data (the run's training items)
+    assert main([*evaluate, "--engines", "onnx-int8", "--json", str(tmp_path / "q.json")]) == 0
+    assert any(r.get("engine") == "onnx-int8" for r in json.loads((tmp_path / "q.json").read_text())["models"].values())
+    capsys.readouterr()
 
     # inspect: the report and the overlay name the model's score
     tested, template = tmp_path / "t.png", tmp_path / "r.png"

@@ -353,8 +353,10 @@ def _engine_report(
 
     from pcbsiam.deploy.backends import make_engine
 
-    calib = training_patches(bundle, root, split, val_items, 256, cache_dir) if engine_name == "onnx-int8" else None
+    tested, reference = (
+        training_patches(bundle, root, split, val_items, 256, cache_dir) if engine_name == "onnx-int8" else (None, None)
+    )
     with tempfile.TemporaryDirectory() as work:
-        engine = make_engine(engine_name, bundle, work, calibration_patches=calib)
+        engine = make_engine(engine_name, bundle, work, calibration_patches=tested, calibration_references=reference)
         scores = engine_scorer(engine)(data.store, data.index)
     return report(scores, data.index, bundle.threshold) | {"engine": engine_name}
