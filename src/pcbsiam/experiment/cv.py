@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from pcbsiam.config import Config, apply_overrides, dump_config, from_dict
-from pcbsiam.data.crops import PatchSpec
 from pcbsiam.data.defects import defect_name
 from pcbsiam.data.sources import read_boards
 from pcbsiam.errors import ConfigError
@@ -101,14 +100,9 @@ def run_fold(
     score = model_scorer(bundle, device)
     model_thr = _thresholds(score(train.store, train.index), train.index.labels, policies)
     model_scores = score(held.store, held.index)
-    classical = classical_scorer()
-    plain = PatchSpec(patch=spec.patch, stride=spec.stride)  # the classical method registers each board itself
-    c_train = load_subset(root, split, "train", val_items, plain, cfg.data.cache_dir, calib_patches, seed=1)
-    c_held = load_subset(root, split, "val", val_items, plain, cfg.data.cache_dir)
-    classical_thr = _thresholds(classical(c_train.store, c_train.index), c_train.index.labels, policies)
-    classical_scores = classical(c_held.store, c_held.index)
-    if not np.array_equal(c_held.index.rows[["board", "y", "x"]], held.index.rows[["board", "y", "x"]]):
-        raise RuntimeError("the classical method and the model were scored on different patches")
+    classical = classical_scorer()  # registers each whole board itself: the same patches, store shifts unused
+    classical_thr = _thresholds(classical(train.store, train.index), train.index.labels, policies)
+    classical_scores = classical(held.store, held.index)
     with atomic_path(run / "scores.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
