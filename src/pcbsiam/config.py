@@ -29,6 +29,10 @@ class ModelConfig:
     weights: str | None = None
     band: int = 0  # stack mode: tolerance-band radius (px) of the classical-comparison channel; 0 = none
     band_level: float = 0.5  # its binarisation level, a fraction of full scale
+    # Tiles whose tolerance-band map (radius model.band, or 2) has at most `gate` pixels within the tile and
+    # `gate_margin` px around it skip the network and get the model's null score; -1: every tile is scored.
+    gate: int = -1
+    gate_margin: int = 4
 
 
 @dataclass
@@ -90,6 +94,29 @@ class Config:
         return asdict(self)
 
 
+#: Settings of how a trained network is applied, not of what it learns: a finished run can be scored
+#: again with other values (``pcbsiam cv`` rescores its folds when they change).
+INFERENCE_KEYS = ("model.gate", "model.gate_margin")
+
+
+def inference_settings(cfg: Config) -> dict[str, Any]:
+    """The :data:`INFERENCE_KEYS` of ``cfg``, as ``{"model.gate": -1, ...}``."""
+    out = {}
+    for key in INFERENCE_KEYS:
+        section, name = key.split(".")
+        out[key] = getattr(getattr(cfg, section), name)
+    return out
+
+
+def without_inference(cfg: Config) -> dict[str, Any]:
+    """``cfg`` as a nested dict without its :data:`INFERENCE_KEYS`."""
+    d = cfg.to_dict()
+    for key in INFERENCE_KEYS:
+        section, name = key.split(".")
+        d[section].pop(name, None)
+    return d
+
+
 LOSSES = ("triplet", "ce", "triplet+ce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: ``cosine``: linear warm-up then cosine decay over the run's planned steps; ``none``: a constant rate.
@@ -103,6 +130,8 @@ _BOUNDS = (
     ("model.input_size", 16, False),
     ("model.num_classes", 1, False),
     ("model.band", 0, False),
+    ("model.gate", -1, False),
+    ("model.gate_margin", 0, False),
     ("data.patch", 1, False),
     ("data.stride", 1, False),
     ("data.split_seed", 0, False),

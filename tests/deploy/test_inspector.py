@@ -66,11 +66,11 @@ def test_bad_pairs_are_refused_with_sentences(tiny_bundle: Path) -> None:
 def test_registered_board_embeddings_are_computed_once(tiny_bundle: Path) -> None:
     inspector = Inspector(load_bundle(tiny_bundle))
     calls = []
-    real = inspector.encode_crops
-    inspector.encode_crops = lambda crops: calls.append(1) or real(crops)  # type: ignore[method-assign]
+    real = inspector.model.encode
+    inspector.model.encode = lambda x: calls.append(len(x)) or real(x)  # type: ignore[method-assign]
     for _ in range(3):
         inspector.inspect(board(1, 192), "demo")
-    assert len(calls) == 3 + 1  # three tested images, one reference
+    assert calls == [9] * 4  # one batch of the reference's 9 tiles, then one of each tested image's
 
 
 def test_uncalibrated_model_is_refused(tmp_path: Path) -> None:
@@ -152,3 +152,30 @@ def test_a_16_bit_copy_of_a_deeppcb_board_gets_the_same_verdicts(shared_deeppcb:
     eight, sixteen = inspector.inspect(tested8, template8), inspector.inspect(tested16, template16)
     assert [t.defective for t in sixteen.tiles] == [t.defective for t in eight.tiles]
     assert [t.score for t in sixteen.tiles] == pytest.approx([t.score for t in eight.tiles], abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["paper", "stack"])
+def test_gate_skips_the_network_on_tiles_without_a_difference(tmp_path: Path, mode: str) -> None:
+    pair = generate_pair(np.random.default_rng(5), size=256)
+    overrides = [f"model.mode={mode}", "model.gate=0"]
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "g.bundle", patch=64, input_size=64, overrides=overrides))
+    gated, plain = (
+        Inspector(bundle),
+        Inspector(
+            load_bundle(make_tiny_bundle(tmp_path / "p.bundle", patch=64, input_size=64, overrides=overrides[:1]))
+        ),
+    )
+    calls = []
+    real = gated.model.encode
+    gated.model.encode = lambda x: calls.append(len(x)) or real(x)  # type: ignore[method-assign]
+    same = gated.inspect(pair.template, pair.template)
+    assert calls == [] and {t.score for t in same.tiles} == {bundle.model.null_score}
+    result, reference = gated.inspect(pair.tested, pair.template), plain.inspect(pair.tested, pair.template)
+    skipped = [t.score == bundle.model.null_score for t in result.tiles]
+    assert any(skipped) and not all(skipped)
+    for a, b, s in zip(result.tiles, reference.tiles, skipped, strict=True):
+        if not s:
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+    for x1, y1, x2, y2, _ in pair.boxes.tolist():  # the tile holding each injected defect's centre was scored
+        cy, cx = (y1 + y2) / 2, (x1 + x2) / 2
+        assert [not s for s, t in zip(skipped, result.tiles, strict=True) if _overlap(t, (cx, cy, cx, cy))] == [True]

@@ -1,7 +1,8 @@
 import torch
 
+from pcbsiam.config import ModelConfig
 from pcbsiam.data.transforms import to_tensor
-from pcbsiam.models.band import band_defects
+from pcbsiam.models.band import TileGate, band_defects, gated_scores
 
 
 def _board(size: int = 48) -> torch.Tensor:
@@ -48,3 +49,36 @@ def test_a_defect_within_the_band_of_an_edge_is_tolerated() -> None:
     tested[20:22, 8:12] = 255  # a 2 px spur on the track's edge: inside the 2 px band, as classically
     assert band_defects(_norm(tested), _norm(ref), radius=2).sum() == 0
     assert band_defects(_norm(tested), _norm(ref), radius=1).sum() > 0
+
+
+def test_gate_window_and_radius_follow_the_geometry() -> None:
+    assert TileGate.of(ModelConfig(), 128, 16) is None  # off by default
+    gate = TileGate.of(ModelConfig(gate=0, gate_margin=4, band=3, input_size=160), 128, 16)
+    assert gate is not None and gate.window == (12, 148) and gate.radius == 3
+    half = TileGate.of(ModelConfig(gate=2, gate_margin=4, input_size=80), 128, 16)
+    assert half is not None and half.window == (6, 74) and half.radius == 2 and half.max_pixels == 2
+
+
+def test_gate_keeps_pairs_with_a_difference_in_the_tile_or_its_margin_only() -> None:
+    import numpy as np
+
+    # a 48 px crop: a 32 px tile with 8 px of context; margin 2 -> window [6, 42)
+    gate = TileGate.of(ModelConfig(gate=0, gate_margin=2, input_size=48), 32, 8)
+    ref = _board()
+    inside, margin, far = ref.copy(), ref.copy(), ref.copy()
+    inside[2 + 20 : 5 + 20, 34:37] = 255  # spurious copper inside the tile
+    margin[41:44, 6:9] = 255  # touching the window's last rows
+    far[45:48, 0:3] = 255  # in the context, beyond the margin
+    tested = torch.cat([_norm(x) for x in (ref, inside, margin, far)])
+    keep = gate.keep(tested, _norm(ref).expand(4, -1, -1, -1))
+    assert keep.tolist() == [False, True, True, False]
+    calls = []
+
+    def score(sel: torch.Tensor) -> torch.Tensor:
+        calls.append(int(sel.sum()))
+        return torch.arange(4.0)[sel] + 10
+
+    out = gated_scores(gate, tested, _norm(ref).expand(4, -1, -1, -1), score, -20.0)
+    assert out.tolist() == [-20.0, 11.0, 12.0, -20.0] and calls == [2]
+    assert gated_scores(None, tested, tested, score, -20.0).tolist() == [10.0, 11.0, 12.0, 13.0]
+    assert np.all(gated_scores(gate, tested[:1], tested[:1], score, 0.0).numpy() == 0.0) and calls == [2, 4]

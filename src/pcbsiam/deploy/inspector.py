@@ -21,6 +21,7 @@ from pcbsiam.deploy.bundle import Bundle
 from pcbsiam.devices import autocast
 from pcbsiam.errors import PcbsiamError, RegistrationError
 from pcbsiam.models import Encoded
+from pcbsiam.models.band import TileGate, gated_scores
 
 
 @dataclass
@@ -124,6 +125,7 @@ class Inspector:
         self._cache: OrderedDict[tuple, Encoded] = OrderedDict()
         self.cache_size = cache_size
         self.engine = engine
+        self.gate = TileGate.of(bundle.model.cfg, self.spec.patch, self.spec.context)
 
     @property
     def spec(self) -> PatchSpec:
@@ -158,28 +160,38 @@ class Inspector:
     def score_tiles(self, tested_crops: list[np.ndarray], reference_crops: list[np.ndarray], key: object) -> np.ndarray:
         """Scores (M,) of tile crop pairs, ``batch_size`` tiles at a time, so that the memory a board needs
         does not grow with its size beyond its crops and, for a registered board (``key``), its cached
-        reference encodings (models that encode references alone)."""
-        if self.engine is not None:
-            size = self.spec.input_size
-            return np.concatenate(
-                [
-                    self.engine.compare(
-                        to_tensor(tested_crops[s : s + self.batch_size], size).numpy(),
-                        to_tensor(reference_crops[s : s + self.batch_size], size).numpy(),
-                    )[0]
-                    for s in range(0, len(tested_crops), self.batch_size)
-                ]
-            )
-        shared = self.model.encodes_references and key is not None
+        reference encodings (models that encode references alone). With the model's gate on
+        (``model.gate``), tiles the tolerance-band comparison finds empty get the model's null score
+        without running the network."""
+        size = self.spec.input_size
+        shared = self.engine is None and self.model.encodes_references and key is not None
         ref_all = self.reference_encodings(key, reference_crops) if shared else None
         out = []
         for s in range(0, len(tested_crops), self.batch_size):
             part = slice(s, s + self.batch_size)
-            if ref_all is None:
-                ref = self.encode_crops(reference_crops[part])
-            else:
-                ref = [r[part] for r in ref_all] if isinstance(ref_all, list) else ref_all[part]
-            out.append(self.model.compare(self.encode_crops(tested_crops[part]), ref).float().cpu().numpy())
+            tested = to_tensor(tested_crops[part], size)
+            reference = to_tensor(reference_crops[part], size)
+
+            def run(
+                keep: torch.Tensor,
+                tested: torch.Tensor = tested,
+                reference: torch.Tensor = reference,
+                part: slice = part,
+            ) -> torch.Tensor:
+                if self.engine is not None:
+                    return torch.from_numpy(
+                        np.asarray(self.engine.compare(tested[keep].numpy(), reference[keep].numpy())[0])
+                    )
+                if ref_all is None:
+                    with autocast(self.device):
+                        ref = self.model.encode(reference[keep].to(self.device))
+                else:
+                    rows = torch.arange(part.start, part.start + len(tested))[keep]
+                    ref = [r[rows] for r in ref_all] if isinstance(ref_all, list) else ref_all[rows]
+                with autocast(self.device):
+                    return self.model.compare(self.model.encode(tested[keep].to(self.device)), ref)
+
+            out.append(gated_scores(self.gate, tested, reference, run, self.model.null_score).float().numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def crop_tiles(

@@ -27,6 +27,7 @@ from pcbsiam.evaluation.baseline import ClassicalComparator, tile_scores
 from pcbsiam.evaluation.calibration import Calibration, choose_threshold
 from pcbsiam.evaluation.metrics import binary_metrics, grouped_metrics, recall_by_type
 from pcbsiam.evaluation.scoring import ReferenceCache, pair_loader, score_index
+from pcbsiam.models.band import TileGate, gated_scores
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,21 @@ def model_scorer(bundle: Bundle, device: str | torch.device = "cpu", batch_size:
     return score
 
 
-def engine_scorer(engine: Engine, batch_size: int = 64) -> Scorer:
-    """Scores from an inference engine (PyTorch, ONNX Runtime fp32 or int8) on the same patches."""
+def engine_scorer(
+    engine: Engine, batch_size: int = 64, gate: TileGate | None = None, null_score: float = 0.0
+) -> Scorer:
+    """Scores from an inference engine (PyTorch, ONNX Runtime fp32 or int8) on the same patches; pairs
+    ``gate`` skips get ``null_score`` (as the bundle's network gives them)."""
 
     def score(store: BoardStore, index: PatchIndex) -> np.ndarray:
         out = []
         for tested, reference, _, _ in pair_loader(store, index, engine.spec, batch_size):
-            scores, _ = engine.compare(tested.numpy(), reference.numpy())
-            out.append(np.asarray(scores, dtype=np.float64))
+
+            def run(keep: torch.Tensor, tested: torch.Tensor = tested, reference: torch.Tensor = reference):  # noqa: ANN202
+                return torch.from_numpy(np.asarray(engine.compare(tested[keep].numpy(), reference[keep].numpy())[0]))
+
+            scores = gated_scores(gate, tested, reference, run, null_score)
+            out.append(scores.double().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
     return score
@@ -358,5 +366,6 @@ def _engine_report(
     )
     with tempfile.TemporaryDirectory() as work:
         engine = make_engine(engine_name, bundle, work, calibration_patches=tested, calibration_references=reference)
-        scores = engine_scorer(engine)(data.store, data.index)
+        gate = TileGate.of(bundle.model.cfg, bundle.spec.patch, bundle.spec.context)
+        scores = engine_scorer(engine, gate=gate, null_score=bundle.model.null_score)(data.store, data.index)
     return report(scores, data.index, bundle.threshold) | {"engine": engine_name}

@@ -27,6 +27,7 @@ from pcbsiam.data.protocol import PatchIndex
 from pcbsiam.data.store import BoardStore
 from pcbsiam.data.transforms import to_tensor
 from pcbsiam.devices import autocast, unwrap
+from pcbsiam.models.band import TileGate, gated_scores
 
 __all__ = ["PairScores", "ReferenceCache", "evaluate", "pair_loader", "score_index", "weights_fingerprint"]
 
@@ -64,6 +65,7 @@ def evaluate(
     device: torch.device,
     amp: bool = True,
     progress: Callable[[int], None] | None = None,
+    gate: TileGate | None = None,
 ) -> PairScores:
     """Score of every tested patch against its reference (the model's ``score_pairs``).
 
@@ -73,14 +75,20 @@ def evaluate(
         device: where to compute.
         amp: bfloat16 autocast on CUDA.
         progress: called with the number of patches done after each batch.
+        gate: pairs it skips get the model's ``null_score`` without running the network.
     """
     net = unwrap(model)
     was_training = net.training
     net.eval()
     dists, labels, groups = [], [], []
     for tested, reference, label, group in loader:
-        with autocast(device, amp):
-            scores = net.score_pairs(tested.to(device, non_blocking=True), reference.to(device, non_blocking=True))
+
+        def run(keep: torch.Tensor, tested: torch.Tensor = tested, reference: torch.Tensor = reference) -> torch.Tensor:
+            with autocast(device, amp):
+                t, r = tested[keep].to(device, non_blocking=True), reference[keep].to(device, non_blocking=True)
+                return net.score_pairs(t, r)
+
+        scores = gated_scores(gate, tested, reference, run, net.null_score)
         dists.append(scores.float().cpu().double().numpy())
         labels.append(np.asarray(label))
         groups.append(np.asarray(group))
@@ -184,8 +192,12 @@ def score_index(
         batch_size: patches per forward pass.
         cache: encodings kept between calls at equal weights; a private one when None.
         progress: called with the number of patches done after each batch.
+
+    The model's ``model.gate`` (:class:`pcbsiam.models.band.TileGate`) skips the network on pairs the
+    tolerance-band comparison finds empty; they get the model's ``null_score``.
     """
     net = unwrap(model)
+    gate = TileGate.of(net.cfg, spec.patch, spec.context)
     crops = PatchCropper(store, index, spec)
     size = spec.input_size
     keys = [crops.reference_key(i) for i in range(len(index))]
@@ -197,7 +209,7 @@ def score_index(
         shared, bound = shared or any(cache.get(k) is not None for k in distinct), True
     if not (encodes and shared):
         loader = DataLoader(PairDataset(store, index, spec), batch_size=batch_size, shuffle=False)
-        return evaluate(model, loader, device, amp, progress)
+        return evaluate(model, loader, device, amp, progress, gate)
     cache = cache if cache is not None else ReferenceCache()
     if not bound:
         cache.bind(net)
@@ -216,10 +228,16 @@ def score_index(
         cache.encoded += len(batch)
     scores = []
     for batch in _batches(len(keys), batch_size):
-        imgs = np.stack([crops.pair(int(i))[0] for i in batch])
-        ref = _cat([cache.get(keys[i]) for i in batch])
-        with autocast(device, amp):
-            s = net.compare(net.encode(to_tensor(imgs, size).to(device)), ref)
+        pairs = [crops.pair(int(i)) for i in batch]
+        tested = to_tensor(np.stack([t for t, _ in pairs]), size)
+        reference = to_tensor(np.stack([r for _, r in pairs]), size) if gate is not None else tested
+
+        def run(keep: torch.Tensor, tested: torch.Tensor = tested, batch: np.ndarray = batch) -> torch.Tensor:
+            ref = _cat([cache.get(keys[i]) for i in batch[keep.numpy()]])
+            with autocast(device, amp):
+                return net.compare(net.encode(tested[keep].to(device)), ref)
+
+        s = gated_scores(gate, tested, reference, run, net.null_score)
         scores.append(s.float().cpu().double().numpy())
         if progress is not None:
             progress(len(batch))

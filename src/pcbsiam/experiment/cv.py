@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pcbsiam.config import Config, apply_overrides, dump_config, from_dict
+from pcbsiam.config import Config, apply_overrides, dump_config, from_dict, inference_settings, without_inference
 from pcbsiam.data.defects import defect_name
 from pcbsiam.data.sources import read_boards
 from pcbsiam.errors import ConfigError
@@ -47,15 +47,18 @@ def fold_dir(out: Path, group: str) -> Path:
 
 
 def _check_request(out: Path, request: dict[str, Any]) -> None:
-    """Refuse to mix folds of another config, data or policy set in one folder."""
+    """Refuse to mix folds of another config, data or policy set in one folder. The configs are compared
+    with today's defaults filled in and without the settings of how a network is applied
+    (:data:`pcbsiam.config.INFERENCE_KEYS`): folds scored with other such settings are scored again."""
     path = out / "cv.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        changed = sorted(k for k in ("config", "groups", "policies") if old.get(k) != request[k])
+        old = {**old, "config": without_inference(from_dict(old["config"]))}
+        new = {**request, "config": without_inference(from_dict(request["config"]))}
+        changed = sorted(k for k in ("config", "groups", "policies") if old.get(k) != new[k])
         if changed:
             raise ConfigError(f"{out} holds a cross-validation of another {', '.join(changed)}; choose another --out")
-    else:
-        write_json(path, request)
+    write_json(path, request)
 
 
 def _train_fold(cfg: Config, run: Path, fit: Callable[..., dict]) -> float:
@@ -86,12 +89,18 @@ def run_fold(
         from pcbsiam.train.fit import fit
     run = fold_dir(out, group)
     done = run / "fold.json"
+    inference = inference_settings(cfg)
     if done.is_file():
-        return json.loads(done.read_text())
+        record = json.loads(done.read_text())
+        if record.get("inference", inference_settings(Config())) == inference:
+            return record
+        log.info("%s: scored with %s before, scoring again with %s", group, record.get("inference"), inference)
     cfg = from_dict(apply_overrides(cfg.to_dict(), [f"data.holdout_groups=[{group}]"]))
     train_seconds = _train_fold(cfg, run, fit)
     t0 = time.perf_counter()
     bundle = load_bundle(run, device)
+    for key, value in inference.items():  # how the trained network is applied is the request's
+        setattr(bundle.model.cfg, key.split(".")[1], value)
     val_items = json.loads((run / "split.json").read_text())["val"]
     root, split = cfg.data.root, cfg.data.split
     spec = bundle.spec
@@ -117,6 +126,7 @@ def run_fold(
         "defective": int(held.index.labels.sum()),
         "score_name": bundle.model.score_name,
         "thresholds": {"model": model_thr, "classical": classical_thr},
+        "inference": inference,
         "train_seconds": round(train_seconds, 1),
         "score_seconds": round(time.perf_counter() - t0, 1),
     }

@@ -9,10 +9,17 @@ comparison counts; given as a fourth channel, the network learns which of its pi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from pcbsiam.config import ModelConfig
 from pcbsiam.data.transforms import GREY_MEAN, GREY_STD
+
+#: Band radius of the gate of models without a band channel (px).
+DEFAULT_GATE_RADIUS = 2
 
 
 def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -43,3 +50,75 @@ def band_defects(tested: torch.Tensor, reference: torch.Tensor, radius: int, lev
     extra = t * (1.0 - _dilate(r, radius))
     missing = (1.0 - t) * _erode(r, radius)
     return torch.maximum(extra, missing)
+
+
+@dataclass(frozen=True)
+class TileGate:
+    """Skips the network on tiles where the tolerance-band comparison finds nothing.
+
+    A tile whose band map (:func:`band_defects`) holds at most ``max_pixels`` defect pixels within
+    the tile and ``margin`` px around it is clean for certain enough: the network is not run on it
+    and it gets the model's ``null_score``. Measured on held-out DeepPCB groups (docs/RESULTS.md),
+    this skips about 70 % of tiles and no defect the network finds.
+
+    Attributes:
+        max_pixels: largest band-pixel count of a skipped tile (0: only empty band maps).
+        margin: px around the tile that are looked at too (the crop's context shows them).
+        radius: band half-width in px.
+        level: binarisation level, a fraction of full scale.
+        window: (start, stop) of the tile plus margin along each side of the network's input, in
+            input pixels.
+    """
+
+    max_pixels: int
+    margin: int
+    radius: int
+    level: float
+    window: tuple[int, int]
+
+    @classmethod
+    def of(cls, cfg: ModelConfig, patch: int, context: int) -> TileGate | None:
+        """The gate ``cfg`` asks for (``model.gate`` >= 0) for crops of ``patch + 2 * context`` px
+        resized to ``cfg.input_size``; None when the gate is off."""
+        if cfg.gate < 0:
+            return None
+        scale = cfg.input_size / (patch + 2 * context)
+        lo = max(0, context - cfg.gate_margin)
+        hi = min(patch + 2 * context, context + patch + cfg.gate_margin)
+        radius = cfg.band if cfg.band > 0 else DEFAULT_GATE_RADIUS
+        return cls(cfg.gate, cfg.gate_margin, radius, cfg.band_level, (int(lo * scale), int(round(hi * scale))))
+
+    def counts(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B,) band-pixel counts inside the window of (B, 1, S, S) normalised pairs."""
+        lo, hi = self.window
+        band = band_defects(tested, reference, self.radius, self.level)  # whole crop, as the band channel
+        return band[..., lo:hi, lo:hi].flatten(1).sum(1)
+
+    def keep(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: True for the pairs the network must score."""
+        return self.counts(tested, reference) > self.max_pixels
+
+
+def gated_scores(
+    gate: TileGate | None,
+    tested: torch.Tensor,
+    reference: torch.Tensor,
+    score: Callable[[torch.Tensor], torch.Tensor],
+    null_score: float,
+) -> torch.Tensor:
+    """(B,) scores with the network run only on the pairs ``gate`` keeps.
+
+    Args:
+        gate: the gate, or None to score every pair.
+        tested: (B, 1, S, S) normalised tested patches.
+        reference: (B, 1, S, S) their references.
+        score: maps a bool (B,) selection to the (K,) scores of the K selected pairs.
+        null_score: the score of a skipped pair.
+    """
+    if gate is None:
+        return score(torch.ones(len(tested), dtype=torch.bool))
+    keep = gate.keep(tested.float(), reference.float()).cpu()
+    out = torch.full((len(tested),), float(null_score))
+    if keep.any():
+        out[keep] = score(keep).float().cpu()
+    return out

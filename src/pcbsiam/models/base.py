@@ -37,6 +37,8 @@ class PairModel(nn.Module):
         embeds: whether :meth:`encode` gives one (B, D) embedding per patch (an ``embeddings``
             ONNX graph then takes precomputed reference embeddings).
         objective: the training objective (``pcbsiam.train.objectives``): ``triplet`` or ``pair``.
+        null_score: the score of a pair that shows no difference at all, given to the tiles the
+            gate skips (:class:`pcbsiam.models.band.TileGate`).
     """
 
     mode: ClassVar[str]
@@ -45,6 +47,7 @@ class PairModel(nn.Module):
     encodes_references: ClassVar[bool] = True
     embeds: ClassVar[bool] = False
     objective: ClassVar[str]
+    null_score: ClassVar[float] = 0.0
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -65,6 +65,7 @@ class PooledLogitModel(PairModel):
 
     score_name = "logit"
     score_label = "defect score (logit)"
+    null_score = -20.0  # a certainly clean pair: sigmoid(-20) ~ 2e-9
     objective = "pair"
 
     def __init__(self, cfg: ModelConfig) -> None:
