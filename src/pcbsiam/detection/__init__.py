@@ -1,0 +1,1 @@
+"""Defect detection: typed boxes for a tested board and its template."""
