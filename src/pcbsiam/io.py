@@ -84,6 +84,12 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one record to a JSON-lines log, flushed at once (a kill cuts at most this line)."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The records of a JSON-lines log, one per line; [] when the file does not exist.
 

@@ -58,7 +58,7 @@ from pcbsiam.errors import ConfigError
 from pcbsiam.evaluation.calibration import choose_threshold
 from pcbsiam.evaluation.metrics import binary_metrics
 from pcbsiam.evaluation.scoring import ReferenceCache, score_index
-from pcbsiam.io import read_jsonl, write_json, write_text
+from pcbsiam.io import append_jsonl, read_jsonl, write_json, write_text
 from pcbsiam.models import build_model
 from pcbsiam.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from pcbsiam.train.loops import (
@@ -139,8 +139,7 @@ class RunFolder:
     def log(self, record: dict) -> None:
         """Append one record to metrics.jsonl (flushed at once)."""
         if self.main:
-            with open(self.metrics, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_jsonl(self.metrics, record)
 
     def records(self) -> list[dict]:
         """All records of metrics.jsonl (a last line cut by a kill is skipped)."""

@@ -1,0 +1,108 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pcbsiam.data.deeppcb import read_deeppcb
+from pcbsiam.data.images import load_gray
+from pcbsiam.detection.learned import (
+    LearnedDetector,
+    WindowSpec,
+    aligned_template,
+    boxes_from_windows,
+    boxes_in_windows,
+    cut_windows,
+    load_detector,
+    save_detector,
+)
+from pcbsiam.errors import PcbsiamError
+from pcbsiam.models.detector import CandidateNet, VerifierConfig
+
+TINY = VerifierConfig(input_size=32, hidden_dim=16)
+BRIGHT = WindowSpec(candidates=(("copper", "bright"), ("min_pixels", 4), ("open_size", 2)))
+
+
+def test_windows_are_centred_squares_at_least_min_side() -> None:
+    spec = WindowSpec(grow=1.5, min_side=64)
+    w = spec.windows(np.array([[100, 100, 120, 110], [0, 0, 100, 60]]))
+    assert w.tolist() == [[78, 73, 64, 64], [-25, -45, 150, 150]]
+    boxes = np.array([[100.0, 100.0, 120.0, 110.0], [0.0, 0.0, 100.0, 60.0]])
+    unit = boxes_in_windows(boxes, w)
+    assert np.all((unit >= 0) & (unit <= 1))
+    np.testing.assert_allclose(boxes_from_windows(unit, w), boxes)
+
+
+def test_cut_windows_fill_outside_with_the_median() -> None:
+    img = np.full((50, 60), 200, np.uint8)
+    img[10:20, 10:20] = 0
+    (inside, edge) = cut_windows(img, np.array([[5, 5, 20, 20], [-10, 40, 20, 20]]))
+    assert inside.shape == (20, 20) and inside[5:15, 5:15].max() == 0 and inside[0, 0] == 200
+    assert edge.shape == (20, 20) and np.all(edge == 200)  # outside the image: the board's median
+
+
+def test_aligned_template_follows_the_shift() -> None:
+    from pcbsiam.data.registration import Shift
+
+    t = np.zeros((20, 20), np.uint8)
+    t[5, 5] = 255
+    moved = aligned_template(t, Shift(2, -3, 1.0))
+    assert moved[7, 2] == 255 and moved.sum() == 255
+
+
+def test_rotations_and_flips_move_boxes_with_their_windows() -> None:
+    from pcbsiam.train.detector import _flip_boxes, _rot90_boxes
+
+    img = torch.zeros(1, 1, 40, 40)
+    img[..., 4:12, 20:36] = 1.0  # rows 4..12, columns 20..36
+    box = torch.tensor([[20 / 40, 4 / 40, 36 / 40, 12 / 40]])
+
+    def bbox(x: torch.Tensor) -> list[float]:
+        ys, xs = x[0, 0].nonzero(as_tuple=True)
+        return [float(v) / 40 for v in (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)]
+
+    for k in range(4):
+        rotated = torch.rot90(img, k, dims=(-2, -1))
+        assert _rot90_boxes(box, k)[0].tolist() == pytest.approx(bbox(rotated)), k
+        assert _flip_boxes(_rot90_boxes(box, k))[0].tolist() == pytest.approx(bbox(rotated.flip(-1))), k
+
+
+def _pair(synth_root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = next(p for p in read_deeppcb(synth_root).pairs if len(p.boxes))
+    return load_gray(p.tested), load_gray(p.template), p.boxes
+
+
+def test_a_net_sure_of_one_type_keeps_every_proposal_with_that_type(synth_root: Path) -> None:
+    tested, template, _ = _pair(synth_root)
+    torch.manual_seed(0)
+    net = CandidateNet(TINY)
+    with torch.no_grad():
+        for layer in (net.classify, net.regress):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        net.classify.bias[3] = 30.0  # mousebite, with certainty
+    found = LearnedDetector(net, BRIGHT, nms_iou=1.0).detect(tested, template)
+    proposals = BRIGHT.proposer().detect(tested, template)
+    assert len(found) == len(proposals) > 0
+    assert set(found.types.tolist()) == {3} and np.all(found.scores > 0.99)
+    np.testing.assert_allclose(np.sort(found.boxes, 0), np.sort(proposals.boxes, 0), atol=1e-4)
+    with torch.no_grad():
+        net.classify.bias[3] = 0.0
+        net.classify.bias[0] = 30.0  # "no defect" everywhere: nothing is reported
+    assert len(LearnedDetector(net, BRIGHT).detect(tested, template)) == 0
+
+
+def test_save_load_round_trip_and_bad_files(tmp_path: Path, synth_root: Path) -> None:
+    tested, template, _ = _pair(synth_root)
+    torch.manual_seed(1)
+    net = CandidateNet(TINY)
+    path = save_detector(tmp_path / "d" / "detector.pt", net, BRIGHT, {"note": "test"})
+    a = LearnedDetector(net, BRIGHT).detect(tested, template)
+    b = load_detector(tmp_path / "d").detect(tested, template)  # the folder is enough
+    np.testing.assert_array_equal(a.as_array(), b.as_array())
+    assert load_detector(path).spec == BRIGHT
+    with pytest.raises(PcbsiamError):
+        load_detector(tmp_path / "nothing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a detector")
+    with pytest.raises(PcbsiamError):
+        load_detector(tmp_path / "junk.pt")
