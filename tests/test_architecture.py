@@ -56,7 +56,7 @@ def test_no_import_cycles() -> None:
             visit(m, [m])
 
 
-@pytest.mark.parametrize("package", ["deploy", "evaluation", "serve", "models", "data", "viz"])
+@pytest.mark.parametrize("package", ["deploy", "evaluation", "serve", "models", "data", "viz", "detection"])
 def test_inference_side_never_imports_training(package: str) -> None:
     for path in (SRC / package).rglob("*.py"):
         tree = ast.parse(path.read_text())
@@ -99,3 +99,11 @@ def test_no_mode_name_is_tested_outside_the_models() -> None:
 def test_packages_name_their_parts() -> None:
     flat = sorted(p.stem for p in SRC.glob("*.py") if p.stem != "__init__")
     assert flat == ["checkpoint", "config", "demo", "devices", "errors", "io"], flat
+
+
+def test_detection_stands_below_evaluation_and_deploy() -> None:
+    # the detectors use data and models only, so the inspector, the service and the protocol can use them
+    for m, deps in GRAPH.items():
+        if m.startswith("pcbsiam.detection"):
+            bad = sorted(d for d in deps if d.startswith(("pcbsiam.evaluation", "pcbsiam.deploy", "pcbsiam.serve")))
+            assert not bad, f"{m} imports {bad}"

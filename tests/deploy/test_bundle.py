@@ -56,3 +56,16 @@ def test_a_tagged_bundle_whose_contents_do_not_fit_is_refused_with_the_remedy(
     torch.save(data, tmp_path / "bad.bundle")
     with pytest.raises(PcbsiamError, match=f"{says}.*re-run `pcbsiam calibrate`"):
         load_bundle(tmp_path / "bad.bundle")
+
+
+def test_how_a_bundle_is_applied_can_change_at_load_time_and_nothing_else(tmp_path: Path) -> None:
+    from pcbsiam.errors import ConfigError
+
+    path = make_tiny_bundle(tmp_path / "g.bundle")
+    assert load_bundle(path).model.cfg.gate == -1
+    gated = load_bundle(path, inference={"model.gate": 0, "model.gate_margin": None})
+    assert gated.model.cfg.gate == gated.cfg.model.gate == 0 and gated.cfg.model.gate_margin == 4
+    with pytest.raises(ConfigError, match="model.gate.*not model.band"):
+        load_bundle(path, inference={"model.band": 2})
+    with pytest.raises(ConfigError, match="model.gate"):
+        load_bundle(path, inference={"model.gate": -3})

@@ -10,7 +10,7 @@ from pcbsiam.models.detector import VerifierConfig
 from pcbsiam.train.detector import DetectorTrainConfig, _label_proposals, candidate_samples, train_detector
 
 TINY = VerifierConfig(input_size=32, hidden_dim=16)
-BRIGHT = WindowSpec(candidates=(("copper", "bright"), ("min_pixels", 4), ("open_size", 2)))
+BRIGHT = WindowSpec()  # synthetic files have dark copper, as DeepPCB
 
 
 def test_proposals_take_the_type_and_box_of_the_defect_they_cover() -> None:

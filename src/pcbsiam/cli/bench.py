@@ -7,7 +7,16 @@ import argparse
 import os
 import sys
 
-from pcbsiam.cli.common import data_options, json_option, model_option, parse_csv, parse_csv_ints, write_json_if
+from pcbsiam.cli.common import (
+    data_options,
+    gate_option,
+    inference_of,
+    json_option,
+    model_option,
+    parse_csv,
+    parse_csv_ints,
+    write_json_if,
+)
 from pcbsiam.errors import ConfigError
 
 DEFAULT_BACKBONES = "resnet18,resnet50"
@@ -94,7 +103,7 @@ def cmd_bench_inspect(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    bundle = load_bundle(args.model)
+    bundle = load_bundle(args.model, inference=inference_of(args))
     rows = []
     for name in engines:
         row = bench_inspect(
@@ -146,6 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[
             model_option("calibrated bundle (any mode)"),
             data_options(cache_dir=False),
+            gate_option(),
             json_option(ROWS_JSON_HELP),
         ],
     )

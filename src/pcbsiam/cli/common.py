@@ -171,6 +171,25 @@ def write_json_if(path: str | Path | None, obj: Any, announce: bool = False) -> 
             print(f"wrote {path}", file=sys.stderr)
 
 
+def gate_option() -> argparse.ArgumentParser:
+    """``--gate N``: the tile gate of how the network is applied (``model.gate``; default: the bundle's)."""
+    p = _parent()
+    p.add_argument(
+        "--gate",
+        type=bounded(int, -1, 10**9),
+        default=None,
+        metavar="N",
+        help="skip the network on tiles whose tolerance-band map has at most N pixels within the tile and "
+        "model.gate_margin px around it (0: only empty maps; -1: score every tile; default: the model's model.gate)",
+    )
+    return p
+
+
+def inference_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The inference settings given on the command line (``--gate``), for ``load_bundle(..., inference=)``."""
+    return {"model.gate": getattr(args, "gate", None)}
+
+
 def tiling_options() -> argparse.ArgumentParser:
     """``--overlap`` and ``--max-shift`` of a whole-board inspection (``inspect``, ``serve``)."""
     p = _parent()

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from pcbsiam.cli.common import (
     data_options,
     device_option,
+    gate_option,
+    inference_of,
     json_option,
     model_option,
     out_file,
@@ -51,6 +53,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         args.cache_dir,
         args.device,
         boards,
+        inference_of(args),
     )
     out = (
         Path(args.out)
@@ -101,6 +104,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.cache_dir,
         args.device,
         engines=args.engines.split(",") if args.engines else None,
+        inference=inference_of(args),
     )
     print(format_table(result["models"]))
     if "mean_std" in result:
@@ -180,7 +184,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pcbsiam.viz.overlay import render_overlay
 
     inspector = Inspector(
-        load_bundle(args.model, args.device), args.device, overlap=args.overlap, max_shift=args.max_shift
+        load_bundle(args.model, args.device, inference_of(args)),
+        args.device,
+        overlap=args.overlap,
+        max_shift=args.max_shift,
     )
     out = Path(args.out)
     if not args.batch:
@@ -305,6 +312,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             model_option("training run folder, checkpoint or bundle"),
             data_options(),
             device_option(),
+            gate_option(),
             _policy_option(),
             _subset_options(
                 "items to calibrate on (auto: the run's training items, else all)",
@@ -325,6 +333,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             model_option("bundle (repeat for several runs: mean ± std)", repeat=True),
             data_options(),
             device_option(),
+            gate_option(),
             _subset_options("items to evaluate (auto: the run's validation items, else all)"),
             json_option("write the figures here"),
         ],
@@ -361,6 +370,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             data_options(required=False),
             device_option(),
             tiling_options(),
+            gate_option(),
         ],
     )
     i.add_argument("--test", default=None, help="tested image")

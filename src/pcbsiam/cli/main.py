@@ -12,14 +12,14 @@ import sys
 import time
 
 from pcbsiam import __version__
-from pcbsiam.cli import bench, data, deploy, evaluate, experiment, serve, train
+from pcbsiam.cli import bench, data, deploy, detect, evaluate, experiment, serve, train
 from pcbsiam.cli.common import Parser
 from pcbsiam.errors import PcbsiamError
 
 log = logging.getLogger("pcbsiam")
 
 #: The command-group modules, in the order ``pcbsiam --help`` lists their commands.
-COMMAND_GROUPS = (data, train, evaluate, experiment, deploy, bench, serve)
+COMMAND_GROUPS = (data, train, evaluate, detect, experiment, deploy, bench, serve)
 
 #: The ``register(sub)`` functions :func:`build_parser` calls: one per group (tests may add one).
 _EXTRA = [group.register for group in COMMAND_GROUPS]

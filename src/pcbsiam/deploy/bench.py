@@ -294,7 +294,7 @@ def bench_inspect(
             inspector.inspect(*first)
         load = os.getloadavg()[0]
         stages = dict.fromkeys(STAGES, 0.0)
-        tiles = 0
+        tiles = scored = 0
         t_start = time.perf_counter()
         for k, pair in enumerate(pairs):
             t0 = time.perf_counter()
@@ -304,6 +304,7 @@ def bench_inspect(
             for name, sec in result.timings.items():
                 stages[name] += sec
             tiles += len(result.tiles)
+            scored += result.scored_tiles
             if progress is not None:
                 progress(k + 1, len(pairs))
         model_seconds = time.perf_counter() - t_start
@@ -315,7 +316,7 @@ def bench_inspect(
             _ = tile_scores(dmap, tile_grid(*tested.shape, spec.patch)) > 0
         classical_seconds = time.perf_counter() - t_start
     flops = flops_per_patch(bundle.model, spec.input_size)
-    net_gflops = tiles * flops / max(stages["network"], 1e-9) / 1e9
+    net_gflops = scored * flops / max(stages["network"], 1e-9) / 1e9
     peak = matmul_peak_gflops(peak_seconds)
     total = sum(stages.values())
     roof = {}
@@ -325,6 +326,8 @@ def bench_inspect(
     return {
         "boards": len(pairs),
         "tiles": tiles,
+        "scored_tiles": scored,
+        "gate": bundle.cfg.model.gate,
         "engine": engine,
         "mode": bundle.cfg.model.mode,
         "backbone": bundle.cfg.model.backbone,

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pcbsiam.checkpoint import load_checkpoint, load_tagged, save_tagged
-from pcbsiam.config import Config, from_dict
+from pcbsiam.config import INFERENCE_KEYS, Config, apply_overrides, from_dict
 from pcbsiam.data.crops import PatchSpec
-from pcbsiam.errors import PcbsiamError
+from pcbsiam.errors import ConfigError, PcbsiamError
 from pcbsiam.models import PairModel, create_model
 
 BUNDLE_FORMAT = "pcbsiam-bundle"
@@ -67,24 +68,52 @@ class Bundle:
         return save_tagged(path, BUNDLE_FORMAT, BUNDLE_VERSION, payload)
 
 
-def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+def load_bundle(
+    path: str | Path, device: str | torch.device = "cpu", inference: dict[str, Any] | None = None
+) -> Bundle:
     """Read a bundle file, or a training run folder / checkpoint (then uncalibrated unless the run
     validated a threshold), with ``weights_only=True``.
 
+    Args:
+        path: the bundle, run folder or checkpoint.
+        device: where the network goes.
+        inference: other values of the settings of how the network is applied
+            (:data:`pcbsiam.config.INFERENCE_KEYS`, e.g. ``{"model.gate": 0}``); None values keep the bundle's.
+
     Raises:
         PcbsiamError: the file is missing, not a bundle or checkpoint, or from a newer format.
+        ConfigError: ``inference`` names another setting, or a value out of range.
     """
     path = Path(path)
     if path.is_dir() or _is_checkpoint(path):
         model, cfg, groups = load_trained(path, device)
-        return Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
+        bundle = Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
+        return _apply_inference(bundle, inference)
     if not path.is_file():
         raise PcbsiamError(f"model {path} not found: give a bundle file or a training run folder")
     data = load_tagged(path, BUNDLE_FORMAT, BUNDLE_VERSION, "bundle", device, exact=True, remedy=_RECALIBRATE)
     _require(data, path, "bundle", ("config", "model", "groups", "policy", "calibration"), _RECALIBRATE)
     model, cfg = _network(data, path, "bundle", _RECALIBRATE)
     boards = {k: v.cpu().numpy() for k, v in data.get("boards", {}).items()}
-    return Bundle(model.to(device).eval(), cfg, list(data["groups"]), data["policy"], data["calibration"], boards)
+    bundle = Bundle(model.to(device).eval(), cfg, list(data["groups"]), data["policy"], data["calibration"], boards)
+    return _apply_inference(bundle, inference)
+
+
+def _apply_inference(bundle: Bundle, inference: dict[str, Any] | None) -> Bundle:
+    """``bundle`` with the given :data:`~pcbsiam.config.INFERENCE_KEYS` set (checked like a config)."""
+    chosen = {k: v for k, v in (inference or {}).items() if v is not None}
+    if not chosen:
+        return bundle
+    other = sorted(set(chosen) - set(INFERENCE_KEYS))
+    if other:
+        raise ConfigError(
+            f"only {', '.join(INFERENCE_KEYS)} can change when a model is applied, not {', '.join(other)}"
+        )
+    cfg = from_dict(apply_overrides(bundle.cfg.to_dict(), [f"{k}={v}" for k, v in chosen.items()]))
+    for key in chosen:
+        section, name = key.split(".")
+        setattr(getattr(bundle.cfg, section), name, getattr(getattr(cfg, section), name))
+    return bundle
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[PairModel, Config, list[str]]:

@@ -48,8 +48,9 @@ class Inspection:
         size: (H, W) of the tested image.
         seconds: time taken.
         score_name: what the tile scores are, as the model names them (``L2 distance``, ``defect score (logit)``).
-        timings: seconds per stage: ``register``, ``crop`` (tiles and crops), ``network`` (tensors and
-            the network), ``rest`` (threshold and results).
+        timings: seconds per stage: ``register``, ``crop`` (tiles and crops), ``network`` (tensors, the
+            gate and the network), ``rest`` (threshold and results).
+        scored_tiles: tiles the network scored (the others were skipped by the gate, ``model.gate``).
     """
 
     defective: bool
@@ -60,6 +61,7 @@ class Inspection:
     seconds: float = 0.0
     score_name: str = "score"
     timings: dict[str, float] = field(default_factory=dict)
+    scored_tiles: int = 0
 
     @property
     def max_score(self) -> float:
@@ -157,13 +159,20 @@ class Inspector:
         return enc
 
     @torch.inference_mode()
-    def score_tiles(self, tested_crops: list[np.ndarray], reference_crops: list[np.ndarray], key: object) -> np.ndarray:
+    def score_tiles(
+        self, tested_crops: list[np.ndarray], reference_crops: list[np.ndarray], key: object
+    ) -> tuple[np.ndarray, int]:
         """Scores (M,) of tile crop pairs, ``batch_size`` tiles at a time, so that the memory a board needs
         does not grow with its size beyond its crops and, for a registered board (``key``), its cached
         reference encodings (models that encode references alone). With the model's gate on
         (``model.gate``), tiles the tolerance-band comparison finds empty get the model's null score
-        without running the network."""
+        without running the network.
+
+        Returns:
+            (M,) scores and the number of tiles the network scored.
+        """
         size = self.spec.input_size
+        scored = 0
         shared = self.engine is None and self.model.encodes_references and key is not None
         ref_all = self.reference_encodings(key, reference_crops) if shared else None
         out = []
@@ -178,6 +187,8 @@ class Inspector:
                 reference: torch.Tensor = reference,
                 part: slice = part,
             ) -> torch.Tensor:
+                nonlocal scored
+                scored += int(keep.sum())
                 if self.engine is not None:
                     return torch.from_numpy(
                         np.asarray(self.engine.compare(tested[keep].numpy(), reference[keep].numpy())[0])
@@ -192,7 +203,7 @@ class Inspector:
                     return self.model.compare(self.model.encode(tested[keep].to(self.device)), ref)
 
             out.append(gated_scores(self.gate, tested, reference, run, self.model.null_score).float().numpy())
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return (np.concatenate(out) if out else np.zeros(0, np.float32)), scored
 
     def crop_tiles(
         self, tested: np.ndarray, reference: np.ndarray, tiles: np.ndarray, shift: Shift
@@ -244,7 +255,9 @@ class Inspector:
         tiles = board_tiles(*tested.shape, self.spec.patch, self.overlap)
         boxes, tested_crops, reference_crops = self.crop_tiles(tested, reference, tiles, shift)
         t2 = time.perf_counter()
-        scores = self.score_tiles(tested_crops, reference_crops, (name, tuple(boxes)) if name is not None else None)
+        scores, scored = self.score_tiles(
+            tested_crops, reference_crops, (name, tuple(boxes)) if name is not None else None
+        )
         t3 = time.perf_counter()
         thr = self.bundle.threshold
         results = [
@@ -260,4 +273,5 @@ class Inspector:
             time.perf_counter() - t0,
             self.model.score_label,
             {"register": t1 - t0, "crop": t2 - t1, "network": t3 - t2, "rest": time.perf_counter() - t3},
+            scored,
         )

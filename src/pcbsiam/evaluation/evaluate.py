@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -239,17 +240,20 @@ def calibrate_model(
     cache_dir: str | None = None,
     device: str = "cpu",
     boards: dict[str, np.ndarray] | None = None,
+    inference: dict[str, Any] | None = None,
 ) -> Bundle:
     """Choose the threshold of a run (or bundle) on training patches and return the calibrated bundle.
 
     By default the items are the run's training items (the paper's rule: sweep the training
     distances). Standard boards of a paper-layout data set, and ``boards``, are registered by name.
+    ``inference`` sets how the network is applied (e.g. ``{"model.gate": 0}``, see
+    :func:`~pcbsiam.deploy.bundle.load_bundle`): the threshold is chosen, and the bundle saved, with it.
     """
     from pcbsiam.data.images import load_gray
     from pcbsiam.data.paper import is_paper_layout, read_paper_layout
     from pcbsiam.deploy.bundle import load_bundle
 
-    bundle = load_bundle(model, device)
+    bundle = load_bundle(model, device, inference)
     val_items = run_val_items(model) or bundle.calibration.get("val_items")
     data, scores = bundle_scores(
         bundle, root, split, resolve_subset(subset, val_items, "train"), val_items, max_patches, cache_dir, device
@@ -287,6 +291,7 @@ def evaluate_models(
     cache_dir: str | None = None,
     device: str = "cpu",
     engines: list[str] | None = None,
+    inference: dict[str, Any] | None = None,
 ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray, float]]]:
     """Evaluate calibrated bundles (and optionally the classical method) on the same patches.
 
@@ -307,7 +312,7 @@ def evaluate_models(
     curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
     data = None
     for path in models:
-        bundle = load_bundle(path, device)
+        bundle = load_bundle(path, device, inference)
         if np.isnan(bundle.threshold):
             raise PcbsiamError(f"{path} has no threshold: run `pcbsiam calibrate --model {path}` first")
         val_items = bundle.calibration.get("val_items") or run_val_items(path)

@@ -97,3 +97,62 @@ def render_overlay(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     return Path(path)
+
+
+#: Line colour of annotated boxes in :func:`render_detections`: a mid grey, seen on copper and background alike.
+TRUTH_COLOUR = "#808080"
+
+
+def render_detections(
+    tested: np.ndarray,
+    detections: np.ndarray,
+    out: str | Path | None = None,
+    truth: np.ndarray | None = None,
+) -> bytes:
+    """The tested board with each detection boxed in its type's colour and labelled ``<type> <confidence>``.
+
+    The picture is the board alone, with no margin, at least 640 px on its longer side.
+
+    Args:
+        tested: (H, W) uint8 tested image.
+        detections: (N, 6) rows ``x1 y1 x2 y2 confidence type`` (x2, y2 exclusive), types 1..6.
+        out: PNG file to write as well (atomically); ``None``: only return the bytes.
+        truth: (G, 5) annotated rows ``x1 y1 x2 y2 type``, drawn thin and dashed; ``None``: none.
+
+    Returns:
+        The PNG bytes.
+    """
+    import io
+
+    h, w = tested.shape
+    scale = max(1.0, 640 / max(h, w))
+    fig = Figure(figsize=(w * scale / 100, h * scale / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(tested, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_axis_off()
+    if truth is not None:
+        for x1, y1, x2, y2, _ in np.asarray(truth, dtype=np.float64).reshape(-1, 5).tolist():
+            ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1, ls="--", ec=TRUTH_COLOUR))
+    for x1, y1, x2, y2, conf, kind in np.asarray(detections, dtype=np.float64).reshape(-1, 6).tolist():
+        colour = BOX_COLOURS[(int(kind) - 1) % len(BOX_COLOURS)]
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.5, ec=colour))
+        above = y1 >= 0.04 * h  # room for the label above the box; otherwise it goes inside
+        ax.text(
+            x1 - 0.5,
+            y1 - 1.5 if above else y1 + 0.5,
+            f"{defect_name(int(kind))} {conf:.2f}",
+            color="white",
+            fontsize=7,
+            va="bottom" if above else "top",
+            bbox={"fc": colour, "ec": "none", "pad": 1.0, "alpha": 0.85},
+            clip_on=True,
+        )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    png = buf.getvalue()
+    if out is not None:
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(png)
+    return png

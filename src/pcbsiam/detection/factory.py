@@ -1,0 +1,71 @@
+"""Detectors by name: ``make_detector("classical")`` or ``make_detector("learned", model=...)``.
+
+A method is a name in :data:`_BUILDERS`; nothing else tests the name. Importing this module is cheap
+(no numpy, scipy or torch): each builder imports its detector when it is called, so the command-line
+parser can list :data:`DETECTORS` without loading them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from pcbsiam.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pcbsiam.detection.records import Detections
+
+__all__ = ["DETECTORS", "Detector", "make_detector"]
+
+
+class Detector(Protocol):
+    """What every detector offers: typed boxes for one tested board and its template."""
+
+    def detect(self, tested: np.ndarray, template: np.ndarray) -> Detections:
+        """Boxes of the (H, W) uint8 ``tested`` board compared with its (H, W) uint8 ``template``."""
+        ...
+
+
+def _classical(model: str | None, device: str) -> Detector:
+    from pcbsiam.detection.classical import ClassicalDetector
+
+    return ClassicalDetector()
+
+
+def _learned(model: str | None, device: str) -> Detector:
+    if not model:
+        raise ConfigError("the learned detector needs a trained model: give --model PATH (a detector checkpoint)")
+    try:
+        from pcbsiam.detection.learned import load_detector
+    except ModuleNotFoundError as exc:
+        if exc.name != "pcbsiam.detection.learned":
+            raise
+        raise ConfigError(
+            "the learned detector is not part of this installation; use the classical method instead"
+        ) from None
+    return load_detector(model, device)
+
+
+_BUILDERS: dict[str, Callable[[str | None, str], Detector]] = {"classical": _classical, "learned": _learned}
+
+#: The detection methods :func:`make_detector` knows.
+DETECTORS: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def make_detector(method: str, model: str | None = None, device: str = "cpu") -> Detector:
+    """The detector of ``method``, ready to call ``detect(tested, template)``.
+
+    Args:
+        method: one of :data:`DETECTORS`.
+        model: the trained model a learned detector loads (unused by the classical one).
+        device: where a learned detector runs (``cpu``, ``cuda``, ...).
+
+    Raises:
+        ConfigError: an unknown method, or a learned one without ``model``.
+    """
+    builder = _BUILDERS.get(method)
+    if builder is None:
+        raise ConfigError(f"unknown detection method {method!r}; choose one of {', '.join(DETECTORS)}")
+    return builder(model, device)
