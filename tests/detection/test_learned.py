@@ -46,8 +46,10 @@ def test_aligned_template_follows_the_shift() -> None:
 
     t = np.zeros((20, 20), np.uint8)
     t[5, 5] = 255
-    moved = aligned_template(t, Shift(2, -3, 1.0))
-    assert moved[7, 2] == 255 and moved.sum() == 255
+    tested = np.full((20, 20), 7, np.uint8)
+    moved = aligned_template(t, Shift(2, -3, 1.0), tested)
+    assert moved[7, 2] == 255 and moved[2:, :17].sum() == 255
+    assert np.all(moved[:2] == 7) and np.all(moved[:, 17:] == 7)  # the uncovered strip agrees with the tested image
 
 
 def test_rotations_and_flips_move_boxes_with_their_windows() -> None:

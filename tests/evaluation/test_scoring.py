@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 from pcbsiam.config import ModelConfig
 from pcbsiam.data.crops import PatchSpec
 from pcbsiam.data.datasets import PairDataset, PatchCropper
+from pcbsiam.data.protocol import PatchIndex
 from pcbsiam.data.records import BoardPair
 from pcbsiam.data.sources import patches_of
 from pcbsiam.data.store import BoardStore
@@ -75,6 +76,23 @@ def test_each_distinct_reference_is_encoded_once_and_scores_are_unchanged(mode: 
     moved = score_index(model, store, index, PatchSpec(input_size=32), CPU, batch_size=5, cache=cache)
     assert sum(calls) == 4 + 12 and cache.encoded == 8
     np.testing.assert_allclose(moved.scores, plain_scores(model, store, index), rtol=1e-4, atol=1e-5)
+
+
+def test_hits_survive_new_encodings_pushing_them_out_of_a_full_cache() -> None:
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone="resnet18", hidden_dim=16, embedding_dim=8)).eval()
+    store = shared_reference_store(3)
+    index = patches_of(store, patch=32)
+    first = PatchIndex(index.rows[:8].copy(), index.groups)  # two boards sharing 4 reference crops: cached
+    cache = ReferenceCache(max_items=4)
+    score_index(model, store, first, PatchSpec(input_size=32), CPU, cache=cache)
+    assert len(cache) == 4
+    # a second call needing one cached crop and three new ones (other boxes) fills the cache past 4
+    moved = index.rows[:3].copy()
+    moved["y"], moved["x"] = [0, 32, 8], [8, 8, 32]
+    mixed = PatchIndex(np.concatenate([index.rows[:1], moved]), index.groups)
+    got = score_index(model, store, mixed, PatchSpec(input_size=32), CPU, cache=cache)
+    np.testing.assert_allclose(got.scores, plain_scores(model, store, mixed), rtol=1e-4, atol=1e-5)
 
 
 def test_distinct_references_and_the_stack_mode_take_the_plain_loop() -> None:

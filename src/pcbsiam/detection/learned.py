@@ -19,7 +19,7 @@ import torch
 from torchvision.ops import nms
 
 from pcbsiam.checkpoint import load_tagged, save_tagged
-from pcbsiam.data.registration import Shift, shift_image
+from pcbsiam.data.registration import Shift, overlap_mask, shift_image
 from pcbsiam.data.transforms import to_tensor
 from pcbsiam.detection.classical import ClassicalDetector
 from pcbsiam.detection.records import Detections
@@ -76,16 +76,17 @@ class WindowSpec:
         return cls(**d)
 
 
-def aligned_template(template: np.ndarray, shift: Shift) -> np.ndarray:
-    """The template moved onto the tested image (``out[y, x] = template[y - dy, x - dx]``); the strip it
-    no longer covers is filled with its median grey (the board's background)."""
-    return shift_image(template, shift.dy, shift.dx, fill=int(np.median(template)))
+def aligned_template(template: np.ndarray, shift: Shift, tested: np.ndarray) -> np.ndarray:
+    """The template moved onto the tested image (``out[y, x] = template[y - dy, x - dx]``); in the strip it
+    no longer covers, the tested image's own pixels (so that the pair agrees there, as the patch crops do)."""
+    moved = shift_image(template, shift.dy, shift.dx, fill=0)
+    return np.where(overlap_mask(template.shape, shift.dy, shift.dx), moved, tested)
 
 
-def cut_windows(image: np.ndarray, windows: np.ndarray) -> list[np.ndarray]:
+def cut_windows(image: np.ndarray, windows: np.ndarray, fill: int | None = None) -> list[np.ndarray]:
     """Square crops ``(side, side)`` of an (H, W) uint8 image at (N, 4) ``x0 y0 side side`` windows; what
-    lies outside the image is filled with its median grey."""
-    fill = int(np.median(image))
+    lies outside the image is ``fill`` (default: the image's median grey; give the pair one value)."""
+    fill = int(np.median(image)) if fill is None else fill
     height, width = image.shape
     out = []
     for x0, y0, side, _ in np.asarray(windows, dtype=np.int64).tolist():
@@ -168,8 +169,9 @@ class LearnedDetector:
         if not len(proposals):
             return proposals
         windows = self.spec.windows(proposals.boxes)
-        reference = aligned_template(template, proposals.shift)
-        probs, deltas = self.verify(cut_windows(tested, windows), cut_windows(reference, windows))
+        reference = aligned_template(template, proposals.shift, tested)
+        fill = int(np.median(tested))
+        probs, deltas = self.verify(cut_windows(tested, windows, fill), cut_windows(reference, windows, fill))
         kinds = probs[:, 1:].argmax(1)
         confidence = probs[np.arange(len(kinds)), kinds + 1]
         unit = boxes_in_windows(proposals.boxes, windows) + deltas

@@ -217,14 +217,17 @@ def score_index(
     was_training = net.training
     net.eval()
     first = {k: i for i, k in reversed(list(enumerate(keys)))}  # a patch showing each reference
-    todo = [k for k in distinct if cache.get(k) is None]
-    cache.hits += len(distinct) - len(todo)
+    # this call's encodings, held here: storing new ones may push earlier hits out of the cache
+    held = {k: v for k in distinct if (v := cache.get(k)) is not None}
+    todo = [k for k in distinct if k not in held]
+    cache.hits += len(held)
     for batch in _batches(len(todo), batch_size):
         imgs = np.stack([crops.reference(first[todo[j]]) for j in batch])
         with autocast(device, amp):
             enc = net.encode(to_tensor(imgs, size).to(device))
         for j_local, j in enumerate(batch):
-            cache.put(todo[j], _rows(enc, j_local))
+            held[todo[j]] = _rows(enc, j_local)
+            cache.put(todo[j], held[todo[j]])
         cache.encoded += len(batch)
     scores = []
     for batch in _batches(len(keys), batch_size):
@@ -233,7 +236,7 @@ def score_index(
         reference = to_tensor(np.stack([r for _, r in pairs]), size) if gate is not None else tested
 
         def run(keep: torch.Tensor, tested: torch.Tensor = tested, batch: np.ndarray = batch) -> torch.Tensor:
-            ref = _cat([cache.get(keys[i]) for i in batch[keep.numpy()]])
+            ref = _cat([held[keys[i]] for i in batch[keep.numpy()]])
             with autocast(device, amp):
                 return net.compare(net.encode(tested[keep].to(device)), ref)
 

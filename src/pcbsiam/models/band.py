@@ -9,6 +9,7 @@ comparison counts; given as a fourth channel, the network learns which of its pi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,7 +87,8 @@ class TileGate:
         lo = max(0, context - cfg.gate_margin)
         hi = min(patch + 2 * context, context + patch + cfg.gate_margin)
         radius = cfg.band if cfg.band > 0 else DEFAULT_GATE_RADIUS
-        return cls(cfg.gate, cfg.gate_margin, radius, cfg.band_level, (int(lo * scale), int(round(hi * scale))))
+        window = (math.floor(lo * scale), min(cfg.input_size, math.ceil(hi * scale)))
+        return cls(cfg.gate, cfg.gate_margin, radius, cfg.band_level, window)
 
     def counts(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B,) band-pixel counts inside the window of (B, 1, S, S) normalised pairs."""
@@ -114,9 +116,12 @@ def gated_scores(
         reference: (B, 1, S, S) their references.
         score: maps a bool (B,) selection to the (K,) scores of the K selected pairs.
         null_score: the score of a skipped pair.
+
+    Returns:
+        (B,) float32 scores on the CPU.
     """
     if gate is None:
-        return score(torch.ones(len(tested), dtype=torch.bool))
+        return score(torch.ones(len(tested), dtype=torch.bool)).float().cpu()
     keep = gate.keep(tested.float(), reference.float()).cpu()
     out = torch.full((len(tested),), float(null_score))
     if keep.any():

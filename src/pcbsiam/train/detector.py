@@ -47,7 +47,7 @@ class DetectorTrainConfig:
     Attributes:
         epochs: passes over the samples.
         batch_size: windows per step.
-        lr: AdamW learning rate (cosine decay to 0).
+        lr: AdamW peak learning rate (one-cycle: 10 % warm-up, then cosine decay).
         weight_decay: AdamW weight decay.
         box_weight: weight of the box loss beside the cross-entropy.
         jitter: annotated-box windows per defect, each moved by up to a quarter of its side.
@@ -137,9 +137,10 @@ def candidate_samples(
         boxes_all = np.concatenate(boxes)
         if len(boxes_all):
             windows = spec.windows(boxes_all)
-            reference = aligned_template(template, found.shift)
-            parts["tested"].append(to_tensor(cut_windows(tested, windows), size).half())
-            parts["reference"].append(to_tensor(cut_windows(reference, windows), size).half())
+            reference = aligned_template(template, found.shift, tested)
+            fill = int(np.median(tested))
+            parts["tested"].append(to_tensor(cut_windows(tested, windows, fill), size).half())
+            parts["reference"].append(to_tensor(cut_windows(reference, windows, fill), size).half())
             parts["labels"].append(torch.from_numpy(labels))
             parts["proposal"].append(torch.from_numpy(boxes_in_windows(boxes_all, windows)).float())
             parts["target"].append(torch.from_numpy(boxes_in_windows(targets, windows)).float())
