@@ -116,6 +116,7 @@ CASES = [
     ("inspect-overlap-high", f"{INSPECT} --out {{tmp}}/o --overlap 1.5", "--overlap: must be in [0.0, 1.0)"),
     ("inspect-overlap-negative", f"{INSPECT} --out {{tmp}}/o --overlap -0.5", "--overlap: must be in"),
     ("inspect-out-file", f"{INSPECT} --out {{afile}}", "afile is a file; give a folder"),
+    ("inspect-detector-missing", f"{INSPECT} --out {{tmp}}/o --detector nosuchfile", "neither 'classical' nor an"),
     ("evaluate-out-file", "evaluate --model {bundle} --data {data} --out {afile}", "is a file; give a folder"),
     ("experiment-out-file", "experiment --grid cpu --data {data} --out {afile}", "is a file; give a folder"),
     ("train-out-file", "train --config tiny --data {data} --out {afile}", "is a file; give a folder"),

@@ -179,3 +179,41 @@ def test_gate_skips_the_network_on_tiles_without_a_difference(tmp_path: Path, mo
     for x1, y1, x2, y2, _ in pair.boxes.tolist():  # the tile holding each injected defect's centre was scored
         cy, cx = (y1 + y2) / 2, (x1 + x2) / 2
         assert [not s for s, t in zip(skipped, result.tiles, strict=True) if _overlap(t, (cx, cy, cx, cy))] == [True]
+
+
+def test_a_detector_adds_typed_boxes_and_leaves_the_tiles_alone(tmp_path: Path) -> None:
+    import json
+
+    from pcbsiam.detection.classical import ClassicalDetector
+
+    pair = generate_pair(np.random.default_rng(5), size=256)
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "b.bundle", patch=64, input_size=64))
+    plain = Inspector(bundle).inspect(pair.tested, pair.template)
+    # synthetic boards in memory have bright copper (files are written dark, as DeepPCB's)
+    found = Inspector(bundle, detector=ClassicalDetector(copper="bright")).inspect(pair.tested, pair.template)
+    assert [(t.y, t.x, t.score, t.defective) for t in found.tiles] == [
+        (t.y, t.x, t.score, t.defective) for t in plain.tiles
+    ]
+    assert found.defective == plain.defective and not plain.detections and "detect" not in plain.timings
+    assert found.timings["detect"] > 0
+    confidences = [d["confidence"] for d in found.detections]
+    assert confidences == sorted(confidences, reverse=True)
+    for x1, y1, x2, y2, code in pair.boxes.tolist():  # every injected defect is boxed, with its type
+        assert any(_iou(d["box"], (x1, y1, x2, y2)) > 0.2 and d["code"] == code for d in found.detections)
+    d = found.detections[0]
+    assert set(d) == {"box", "type", "code", "confidence"} and d["box"] == [round(v, 1) for v in d["box"]]
+    assert found.detection_rows().shape == (len(found.detections), 6)
+    assert json.loads(json.dumps(found.to_dict()))["detections"] == found.detections
+    png = render_overlay(pair.tested, found, truth=pair.boxes)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        Inspector(bundle, detector=ClassicalDetector(copper="bright")).inspect(pair.template, pair.template).detections
+        == []
+    )
+
+
+def _iou(a, b) -> float:  # noqa: ANN001
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)

@@ -355,3 +355,88 @@ def test_settings_are_checked_once_for_the_app_and_the_cli() -> None:
         ServiceSettings(max_concurrency=0)
     with pytest.raises(TypeError):
         create_app("unused.bundle", max_uploads=1)  # a misspelt setting is refused before anything loads
+
+
+# ---------------------------------------------------------------- detections
+
+
+@pytest.fixture(scope="module")
+def detecting(serve_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A service running the classical detector besides the tiles, and its database file."""
+    db = tmp_path_factory.mktemp("detecting") / "inspections.db"
+    app = create_app(serve_bundle, f"sqlite:///{db}", detector="classical")
+    with TestClient(app, base_url="http://localhost") as c:
+        yield c, db
+
+
+def test_detections_are_returned_recorded_and_read_back(detecting, client: TestClient) -> None:
+    c, db = detecting
+    body = post(c, png_bytes(bad_board()), template=png_bytes(good_board())).json()
+    plain = post(client, png_bytes(bad_board()), template=png_bytes(good_board())).json()
+    assert body["tiles"] == plain["tiles"] and body["verdict"] == plain["verdict"] == "defective"
+    assert plain["detections"] == [] and len(body["detections"]) >= 1
+    d = body["detections"][0]
+    assert set(d) == {"box", "type", "code", "confidence"} and len(d["box"]) == 4 and 0 < d["confidence"] <= 1
+    x1, y1, x2, y2 = d["box"]
+    assert x1 <= 70 and y1 <= 70 and x2 >= 86 and y2 >= 86  # around the inverted square
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT x1, y1, x2, y2, type, code, confidence FROM detections WHERE inspection_id = ? ORDER BY id",
+            (body["id"],),
+        ).fetchall()
+    assert rows == [(*e["box"], e["type"], e["code"], e["confidence"]) for e in body["detections"]]
+    assert c.get(f"/v1/inspections/{body['id']}").json() == body
+    assert post(c, png_bytes(good_board()), board_name="demo").json()["detections"] == []
+    png = c.get(body["overlay_url"])
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_database_of_the_older_version_opens_and_gains_the_detections_table(
+    serve_bundle: Path, tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine, insert
+
+    from pcbsiam.serve.db import inspections
+
+    db = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{db}")
+    inspections.create(engine)  # the older version's only table, with one inspection
+    with engine.begin() as conn:
+        conn.execute(
+            insert(inspections).values(
+                id="00000000-0000-4000-8000-000000000000",
+                created_at=datetime.now(UTC),
+                verdict="pass",
+                defective=False,
+                max_score=0.0,
+                score_name="L2 distance",
+                threshold=0.1,
+                shift_dy=0,
+                shift_dx=0,
+                shift_score=1.0,
+                height=192,
+                width=192,
+                tile_count=0,
+                defective_tiles=0,
+                tiles=[],
+                tested_sha256="0" * 64,
+                model_id="0" * 64,
+                seconds=0.1,
+            )
+        )
+    engine.dispose()
+    app = create_app(serve_bundle, f"sqlite:///{db}", detector="classical")
+    with TestClient(app, base_url="http://localhost") as c:
+        old = c.get("/v1/inspections/00000000-0000-4000-8000-000000000000")
+        assert old.status_code == 200 and old.json()["detections"] == []
+        new = post(c, png_bytes(bad_board()), template=png_bytes(good_board()))
+        assert new.status_code == 201 and new.json()["detections"]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM detections").fetchone()[0] == len(new.json()["detections"])
+
+
+def test_an_unknown_detector_is_refused_before_serving(serve_bundle: Path, tmp_path: Path) -> None:
+    from pcbsiam.errors import PcbsiamError
+
+    with pytest.raises(PcbsiamError, match="neither 'classical' nor an existing file"):
+        create_app(serve_bundle, f"sqlite:///{tmp_path / 'x.db'}", detector="nosuchfile")

@@ -179,15 +179,17 @@ def _pairs_in_folder(folder: Path) -> list[tuple[str, Path, Path]]:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pcbsiam.data.images import load_gray
     from pcbsiam.deploy.bundle import load_bundle
-    from pcbsiam.deploy.inspector import Inspector
+    from pcbsiam.deploy.inspector import Inspector, make_inspection_detector
     from pcbsiam.io import write_json
     from pcbsiam.viz.overlay import render_overlay
 
+    detector = make_inspection_detector(args.detector, args.device)  # a sentence before the bundle loads
     inspector = Inspector(
         load_bundle(args.model, args.device, inference_of(args)),
         args.device,
         overlap=args.overlap,
         max_shift=args.max_shift,
+        detector=detector,
     )
     out = Path(args.out)
     if not args.batch:
@@ -198,6 +200,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         rep = result.to_dict() | {"tested": str(args.test), "reference": args.board or str(args.template)}
         write_json(out / "report.json", rep)
         render_overlay(tested, result, out / "overlay.png")
+        found = {"detections": len(result.detections)} if detector is not None else {}
         print(
             json.dumps(
                 {
@@ -205,9 +208,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                     "max_score": round(rep["max_score"], 4),
                     "defective_tiles": rep["defective_tiles"],
                     "shift": rep["shift"],
-                    "report": str(out / "report.json"),
-                    "overlay": str(out / "overlay.png"),
                 }
+                | found
+                | {"report": str(out / "report.json"), "overlay": str(out / "overlay.png")}
             )
         )
         return 0
@@ -215,7 +218,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) -> int:
-    """Inspect every pair of ``--pairs`` or ``--data/--split``; write verdicts.csv and summary.json."""
+    """Inspect every pair of ``--pairs`` or ``--data/--split``; write verdicts.csv and summary.json, and
+    with a detector ``OUT/results/<name>.txt`` (DeepPCB result files), scored in summary.json when annotated."""
+    import numpy as np
+
+    from pcbsiam.data.deeppcb import write_detections
     from pcbsiam.data.images import load_gray
     from pcbsiam.data.sources import no_readable_items, read_boards
     from pcbsiam.io import write_json, write_text
@@ -232,6 +239,8 @@ def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) ->
     else:
         raise PcbsiamError("--batch needs --data ROOT [--split FILE] or --pairs DIR")
     rows, caught, boxes_total, correct, labelled = [], 0, 0, 0, 0
+    detecting = inspector.detector is not None
+    found: dict[str, np.ndarray] = {}
     for n, (name, test_path, ref_path, boxes) in enumerate(items, 1):
         try:
             res = inspector.inspect(load_gray(test_path), load_gray(ref_path))
@@ -248,7 +257,11 @@ def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) ->
                 "dy": res.shift["dy"],
                 "dx": res.shift["dx"],
             }
+            | ({"detections": len(res.detections)} if detecting else {})
         )
+        if detecting:
+            found[name] = res.detection_rows()
+            write_detections(out / "results", name, found[name])
         if boxes is not None:
             labelled += 1
             correct += int(res.defective == (len(boxes) > 0))
@@ -276,10 +289,25 @@ def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) ->
         summary["board_accuracy"] = correct / labelled
         summary["defects_annotated"] = boxes_total
         summary["defects_flagged_share"] = caught / boxes_total if boxes_total else None
+    shown = {}
+    if detecting:
+        summary["detections"] = sum(len(f) for f in found.values())
+        summary["results"] = str(out / "results")
+        annotated = [(name, boxes) for name, _, _, boxes in items if boxes is not None]
+        if annotated:
+            from pcbsiam.evaluation.detection import evaluate_detections
+
+            # the DeepPCB protocol over the annotated pairs; one that could not be inspected counts as no detection
+            report = evaluate_detections((name, b, found.get(name, np.zeros((0, 6)))) for name, b in annotated)
+            summary["detection"] = report.to_dict()
+            shown = {
+                "detection": {k: round(summary["detection"][k], 4) for k in ("precision", "recall", "f_score", "ap")}
+            }
     write_json(out / "summary.json", summary)
     print(
         json.dumps(
-            {k: v for k, v in summary.items() if k != "skipped"}
+            {k: v for k, v in summary.items() if k not in ("skipped", "detection")}
+            | shown
             | {"skipped": len(skipped), "csv": str(out / "verdicts.csv")}
         )
     )
@@ -378,5 +406,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--board", default=None, help="name of a standard board registered in the bundle")
     i.add_argument("--batch", action="store_true", help="inspect every pair of --data/--split or --pairs")
     i.add_argument("--pairs", default=None, help="folder of <name>_test.<ext> and <name>_temp.<ext> pairs")
+    i.add_argument(
+        "--detector",
+        default=None,
+        metavar="{classical,PATH}",
+        help="also find typed defect boxes: 'classical', or a detector file of `pcbsiam train-detector` "
+        "(default: none); the tile verdicts do not change",
+    )
     i.add_argument("--out", required=True, type=out_folder, help="output folder")
     i.set_defaults(func=cmd_inspect)

@@ -38,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_shift=args.max_shift,
         device=args.device,
         store_images=not args.no_store_images,
+        detector=args.detector,
     )
     app = create_app(args.model, db_url=args.db, token=args.token or None, settings=settings)
     auth = "bearer token required on /v1/*" if args.token else "no token: the API is open"
@@ -118,6 +119,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-store-images",
         action="store_true",
         help="do not keep tested images in the database (no overlay afterwards)",
+    )
+    s.add_argument(
+        "--detector",
+        default=None,
+        metavar="{classical,PATH}",
+        help="also find typed defect boxes in each inspection: 'classical', or a detector file of "
+        "`pcbsiam train-detector` (default: none); recorded and drawn, the verdict stays the tiles'",
     )
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(func=cmd_serve)

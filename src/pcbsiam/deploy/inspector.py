@@ -6,11 +6,13 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pcbsiam.data.crops import PatchCropper, PatchSpec
+from pcbsiam.data.defects import defect_name
 from pcbsiam.data.protocol import PATCH_DTYPE, PatchIndex, tile_grid
 from pcbsiam.data.records import BoardPair
 from pcbsiam.data.registration import Shift, estimate_shift
@@ -19,9 +21,13 @@ from pcbsiam.data.transforms import to_tensor
 from pcbsiam.deploy.backends import Engine
 from pcbsiam.deploy.bundle import Bundle
 from pcbsiam.devices import autocast
-from pcbsiam.errors import PcbsiamError, RegistrationError
+from pcbsiam.errors import ConfigError, PcbsiamError, RegistrationError
 from pcbsiam.models import Encoded
 from pcbsiam.models.band import TileGate, gated_scores
+
+if TYPE_CHECKING:
+    from pcbsiam.detection.factory import Detector
+    from pcbsiam.detection.records import Detections
 
 
 @dataclass
@@ -49,8 +55,11 @@ class Inspection:
         seconds: time taken.
         score_name: what the tile scores are, as the model names them (``L2 distance``, ``defect score (logit)``).
         timings: seconds per stage: ``register``, ``crop`` (tiles and crops), ``network`` (tensors, the
-            gate and the network), ``rest`` (threshold and results).
+            gate and the network), ``rest`` (threshold and results), and ``detect`` with a detector.
         scored_tiles: tiles the network scored (the others were skipped by the gate, ``model.gate``).
+        detections: typed defect boxes of the inspector's detector (none without one), highest confidence
+            first: ``{"box": [x1, y1, x2, y2], "type": name, "code": 1..6, "confidence": c}`` in tested-image
+            pixels (x2, y2 exclusive), see :func:`detection_records`. They do not change the tile verdicts.
     """
 
     defective: bool
@@ -62,6 +71,7 @@ class Inspection:
     score_name: str = "score"
     timings: dict[str, float] = field(default_factory=dict)
     scored_tiles: int = 0
+    detections: list[dict] = field(default_factory=list)
 
     @property
     def max_score(self) -> float:
@@ -75,6 +85,51 @@ class Inspection:
         d["max_score"] = self.max_score
         d["defective_tiles"] = sum(t.defective for t in self.tiles)
         return d
+
+    def detection_rows(self) -> np.ndarray:
+        """The detections as (N, 6) float64 rows ``x1 y1 x2 y2 confidence code`` (DeepPCB result order)."""
+        return np.array([[*d["box"], d["confidence"], d["code"]] for d in self.detections], dtype=np.float64).reshape(
+            -1, 6
+        )
+
+
+def detection_records(found: Detections) -> list[dict]:
+    """JSON records of a detector's boxes, highest confidence first: the box rounded to 0.1 px, the
+    confidence to 6 decimals, the type by name and DeepPCB code."""
+    return [
+        {
+            "box": [round(v, 1) for v in (x1, y1, x2, y2)],
+            "type": defect_name(int(code)),
+            "code": int(code),
+            "confidence": round(conf, 6),
+        }
+        for x1, y1, x2, y2, conf, code in found.as_array().tolist()
+    ]
+
+
+def make_inspection_detector(spec: str | Path | None, device: str = "cpu") -> Detector | None:
+    """The detector an inspection runs besides its tiles, by the ``--detector`` value of the commands.
+
+    Args:
+        spec: ``classical``, the path of a learned detector file (or its training folder), or ``None``
+            for none.
+        device: where a learned detector runs.
+
+    Raises:
+        ConfigError: ``spec`` is neither ``classical`` nor an existing path.
+    """
+    if spec is None:
+        return None
+    from pcbsiam.detection.factory import make_detector  # loads scipy, or the learned detector's torch parts
+
+    if str(spec) == "classical":
+        return make_detector("classical")
+    if not Path(spec).exists():
+        raise ConfigError(
+            f"detector {str(spec)!r} is neither 'classical' nor an existing file; give --detector classical or "
+            "the path of a detector file written by `pcbsiam train-detector`"
+        )
+    return make_detector("learned", str(spec), str(device))
 
 
 def overlap_stride(tile: int, overlap: float) -> int:
@@ -104,6 +159,9 @@ class Inspector:
         cache_size: number of (board, crop boxes) reference encodings kept.
         engine: score tiles through this inference backend (:mod:`pcbsiam.deploy.backends`: PyTorch,
             ONNX Runtime fp32 or int8) instead of the bundle's PyTorch network; no reference cache then.
+        detector: also find typed defect boxes with this detector (anything with
+            ``detect(tested, template) -> Detections``, see :mod:`pcbsiam.detection.factory`), run on the
+            tested image and the reference image; it does not change the tiles or the verdict.
     """
 
     def __init__(
@@ -115,6 +173,7 @@ class Inspector:
         batch_size: int = 32,
         cache_size: int = 32,
         engine: Engine | None = None,
+        detector: Detector | None = None,
     ) -> None:
         if np.isnan(bundle.threshold):
             raise PcbsiamError("the model has no threshold: run `pcbsiam calibrate` to make a bundle first")
@@ -127,6 +186,7 @@ class Inspector:
         self._cache: OrderedDict[tuple, Encoded] = OrderedDict()
         self.cache_size = cache_size
         self.engine = engine
+        self.detector = detector
         self.gate = TileGate.of(bundle.model.cfg, self.spec.patch, self.spec.context)
 
     @property
@@ -236,7 +296,8 @@ class Inspector:
 
     @torch.inference_mode()
     def inspect(self, tested: np.ndarray, reference: np.ndarray | str, register: bool = True) -> Inspection:
-        """Verdict on a (H, W) uint8 tested board against a reference image or a registered board name.
+        """Verdict on a (H, W) uint8 tested board against a reference image or a registered board name, and
+        the detector's boxes when the inspector has one.
 
         Raises:
             RegistrationError: sizes differ, or no shift within ``max_shift`` matches.
@@ -264,6 +325,12 @@ class Inspector:
             TileResult(int(y), int(x), int(h), int(w), float(s), bool(s > thr))
             for (y, x, h, w), s in zip(tiles.tolist(), scores, strict=True)
         ]
+        timings = {"register": t1 - t0, "crop": t2 - t1, "network": t3 - t2, "rest": time.perf_counter() - t3}
+        detections = []
+        if self.detector is not None:
+            t4 = time.perf_counter()
+            detections = self.detect(tested, reference)
+            timings["detect"] = time.perf_counter() - t4
         return Inspection(
             any(r.defective for r in results),
             thr,
@@ -272,6 +339,22 @@ class Inspector:
             (int(tested.shape[0]), int(tested.shape[1])),
             time.perf_counter() - t0,
             self.model.score_label,
-            {"register": t1 - t0, "crop": t2 - t1, "network": t3 - t2, "rest": time.perf_counter() - t3},
+            timings,
             scored,
+            detections,
         )
+
+    def detect(self, tested: np.ndarray, reference: np.ndarray) -> list[dict]:
+        """Records (:func:`detection_records`) of the detector's boxes on a (H, W) uint8 pair.
+
+        Raises:
+            PcbsiamError: the detector cannot compare the pair.
+        """
+        assert self.detector is not None
+        try:
+            found = self.detector.detect(tested, reference)
+        except PcbsiamError:
+            raise
+        except ValueError as exc:  # the detectors' sentences about the pair (shapes, sizes)
+            raise PcbsiamError(f"the detector cannot compare the pair: {exc}") from None
+        return detection_records(found)

@@ -44,6 +44,8 @@ either a template image uploaded with it or a standard board registered in the m
 
 * Every inspection is committed to the database before its response is sent.
 * The tested image is stored losslessly in the inspection's row, so its overlay can be drawn on demand.
+* With a detector (`pcbsiam serve --detector`), an inspection also lists typed defect boxes (`detections`);
+  the verdict stays the tiles'.
 * Errors are JSON objects `{"detail": "<one sentence>"}`; bad input never gives a 500.
 * When the service runs with a token, every `/v1/*` call needs `Authorization: Bearer <token>`.
 * Requests must name one of the service's allowed hosts in `Host` (400 otherwise); a write whose `Origin`
@@ -269,9 +271,10 @@ def create_app(
         },
     )
     async def overlay(inspection_id: str) -> Response:
-        """The tested image with each tile tinted by its score and defective tiles outlined in red.
+        """The tested image with each tile tinted by its score, defective tiles outlined in red, and the
+        detector's boxes (when the service runs one) labelled with their type and confidence.
 
-        Drawn on request from the stored image and tile scores.
+        Drawn on request from the stored image, tile scores and detections.
         """
         png = await service.run(service.overlay, inspection_id)
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})

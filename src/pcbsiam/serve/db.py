@@ -1,6 +1,9 @@
-"""The inspection record store: one SQLAlchemy Core table, any database URL, SQLite by default.
+"""The inspection record store: SQLAlchemy Core tables, any database URL, SQLite by default.
 
-Every inspection becomes one row, written in one transaction before the service answers. On SQLite
+Every inspection becomes one row of ``inspections``, and each defect box a detector found in it one row
+of ``detections``, written in one transaction before the service answers. A database made before the
+``detections`` table existed gets it when opened (``create_all`` adds missing tables and leaves the
+others as they are); its inspections have no detection rows. On SQLite
 the journal runs in WAL mode with ``synchronous=FULL``, so a committed row survives a crash of the
 process or of the machine.
 """
@@ -19,9 +22,11 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -97,6 +102,23 @@ inspections = Table(
     Index("ix_inspections_verdict_created_at", "verdict", "created_at"),
 )
 
+#: One row per defect box a detector found in an inspection, in the order found (highest confidence first):
+#: the box ``x1 y1 x2 y2`` in tested-image pixels (x2, y2 exclusive), the DeepPCB type name and code, the
+#: detector's confidence.
+detections = Table(
+    "detections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("inspection_id", String(36), ForeignKey("inspections.id"), nullable=False, index=True),
+    Column("x1", Float, nullable=False),
+    Column("y1", Float, nullable=False),
+    Column("x2", Float, nullable=False),
+    Column("y2", Float, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("code", Integer, nullable=False),
+    Column("confidence", Float, nullable=False),
+)
+
 #: Every column but the stored image, and whether there is one: what lookup reads.
 RECORD_COLUMNS = [
     *(c for c in inspections.c if c.name != "tested_png"),
@@ -121,7 +143,8 @@ def open_database(url: str, create: bool = True) -> Engine:
 
     Args:
         url: any SQLAlchemy URL, e.g. ``sqlite:///inspections.db`` or ``postgresql+psycopg://...``.
-        create: create the database file and the table where missing.
+        create: create the database file and the tables where missing (an older database gets the tables
+            added since; existing tables are left as they are).
     """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
@@ -139,6 +162,16 @@ def open_database(url: str, create: bool = True) -> Engine:
     if create:
         metadata.create_all(engine)
     return engine
+
+
+def _detections_of(conn: Connection, inspection_id: str) -> list[dict[str, Any]]:
+    """The detection records of an inspection, in the order they were written."""
+    c = detections.c
+    query = select(c.x1, c.y1, c.x2, c.y2, c.type, c.code, c.confidence).where(c.inspection_id == inspection_id)
+    return [
+        {"box": [r.x1, r.y1, r.x2, r.y2], "type": r.type, "code": r.code, "confidence": r.confidence}
+        for r in conn.execute(query.order_by(c.id))
+    ]
 
 
 class StoreUnavailable(PcbsiamError):
@@ -188,27 +221,48 @@ class InspectionStore:
             raise PcbsiamError(f"cannot open the inspection database {shown}: {exc}") from exc
 
     def add(self, row: dict[str, Any]) -> None:
-        """Insert one row and commit it (durably on SQLite) before returning.
+        """Insert one inspection row and its detection rows and commit them together (durably on SQLite)
+        before returning.
+
+        Args:
+            row: the inspection's columns, and optionally ``detections``: records ``{"box": [x1, y1, x2, y2],
+                "type": name, "code": int, "confidence": float}``, one row each in the ``detections`` table.
 
         Raises:
             StoreUnavailable: the database cannot be written (read-only, disk full, I/O error); nothing was stored.
         """
+        row = dict(row)
+        found = row.pop("detections", None) or []
+        values = [
+            {
+                "inspection_id": row["id"],
+                **dict(zip(("x1", "y1", "x2", "y2"), (float(v) for v in d["box"]), strict=True)),
+                "type": d["type"],
+                "code": int(d["code"]),
+                "confidence": float(d["confidence"]),
+            }
+            for d in found
+        ]
         with unavailable_as("the inspection database cannot be written"), self.db.begin() as conn:
             conn.execute(inspections.insert().values(**row))
+            if values:
+                conn.execute(detections.insert(), values)
 
     def get(self, inspection_id: str) -> dict[str, Any] | None:
-        """The row of an inspection without its image, or ``None``."""
+        """The row of an inspection without its image, with its ``detections`` records, or ``None``."""
         with unavailable_as(READ_ERROR), self.db.connect() as conn:
             row = conn.execute(select(*RECORD_COLUMNS).where(inspections.c.id == inspection_id)).mappings().first()
-        return None if row is None else dict(row)
+            if row is None:
+                return None
+            return dict(row) | {"detections": _detections_of(conn, inspection_id)}
 
     def image(self, inspection_id: str) -> tuple[bool, dict[str, Any] | None, bytes | None]:
-        """(found, row without image, stored tested PNG or ``None``) of an inspection."""
+        """(found, row without image but with its ``detections``, stored tested PNG or ``None``) of an inspection."""
         with unavailable_as(READ_ERROR), self.db.connect() as conn:
             row = conn.execute(select(inspections).where(inspections.c.id == inspection_id)).mappings().first()
-        if row is None:
-            return False, None, None
-        data = dict(row)
+            if row is None:
+                return False, None, None
+            data = dict(row) | {"detections": _detections_of(conn, inspection_id)}
         png = data.pop("tested_png")
         data["has_image"] = png is not None
         return True, data, png

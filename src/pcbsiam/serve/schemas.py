@@ -19,6 +19,17 @@ class Tile(BaseModel):
     defective: bool = Field(description="score > threshold")
 
 
+class DetectionOut(BaseModel):
+    """A typed defect box of the service's detector (none without one)."""
+
+    box: list[float] = Field(
+        description="x1, y1, x2, y2 in tested-image pixels (x2, y2 exclusive), to 0.1 px", min_length=4, max_length=4
+    )
+    type: str = Field(description="DeepPCB defect type: open, short, mousebite, spur, spurious_copper, pin_hole")
+    code: int = Field(description="DeepPCB defect code, 1..6 in the order of the types above")
+    confidence: float = Field(description="the detector's confidence, in [0, 1]")
+
+
 class ShiftOut(BaseModel):
     """Registration of the tested image onto the reference."""
 
@@ -62,6 +73,11 @@ class InspectionOut(InspectionSummary):
     """A whole inspection."""
 
     tiles: list[Tile]
+    detections: list[DetectionOut] = Field(
+        default_factory=list,
+        description="typed defect boxes, highest confidence first, when the service runs a detector "
+        "(`pcbsiam serve --detector`); they do not change the verdict, which is the tiles'",
+    )
 
 
 class InspectionPage(BaseModel):
@@ -119,4 +135,5 @@ def record_out(row: dict[str, Any], tiles: bool = True) -> dict[str, Any]:
     out["overlay_url"] = f"/v1/inspections/{row['id']}/overlay.png" if row.get("has_image") else None
     if tiles:
         out["tiles"] = row["tiles"]
+        out["detections"] = row.get("detections") or []
     return out

@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pcbsiam.data.images import to_gray
 from pcbsiam.deploy.bundle import load_bundle
-from pcbsiam.deploy.inspector import Inspection, Inspector, TileResult
+from pcbsiam.deploy.inspector import Inspection, Inspector, TileResult, make_inspection_detector
 from pcbsiam.errors import PcbsiamError, RegistrationError
 from pcbsiam.serve.db import InspectionStore, StoreUnavailable
 from pcbsiam.serve.middleware import shown
@@ -137,7 +137,16 @@ def inspection_of(row: dict[str, Any]) -> Inspection:
     tiles = [TileResult(**t) for t in row["tiles"]]
     shift = {"dy": row["shift_dy"], "dx": row["shift_dx"], "score": row["shift_score"]}
     size = (row["height"], row["width"])
-    return Inspection(row["defective"], row["threshold"], shift, tiles, size, row["seconds"], row["score_name"])
+    return Inspection(
+        row["defective"],
+        row["threshold"],
+        shift,
+        tiles,
+        size,
+        row["seconds"],
+        row["score_name"],
+        detections=list(row.get("detections") or []),
+    )
 
 
 #: Host names the service answers for by default: the loopback interface's.
@@ -175,6 +184,10 @@ class ServiceSettings:
             stops DNS-rebinding pages from reaching the service. ``*`` allows any host.
         overlap, max_shift, batch_size, device: passed to :class:`~pcbsiam.deploy.inspector.Inspector`.
         store_images: keep the tested image (lossless PNG) in the row so that its overlay can be drawn later.
+        detector: also find typed defect boxes in each inspection: ``classical``, or the path of a learned
+            detector file (``pcbsiam train-detector``); ``None``: tile verdicts only. Each box is recorded in
+            the ``detections`` table and drawn on the overlay; the verdict stays the tiles'. The classical
+            detector takes copper to be dark, as in DeepPCB's images, and adds its time to each inspection's.
     """
 
     max_upload_bytes: int = 20 * 2**20
@@ -188,6 +201,7 @@ class ServiceSettings:
     batch_size: int = 32
     device: str = "cpu"
     store_images: bool = True
+    detector: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1 or self.max_queue < 0:
@@ -223,6 +237,8 @@ class InspectionService:
         s = self.settings = settings or ServiceSettings()
         self.bundle = load_bundle(bundle_path, s.device)
         self.model_id = file_sha256(bundle_path)
+        # one detector for every worker thread, like the network: detectors keep no state between pairs
+        self.detector = make_inspection_detector(s.detector, s.device)
         Inspector(self.bundle, **s.inspector_args)  # fails now, with a sentence, on an uncalibrated model
         self.store = InspectionStore(db_url)
         self.capacity = s.max_concurrency + s.max_queue
@@ -245,7 +261,9 @@ class InspectionService:
         # One inspector (and reference cache) per worker thread; the network itself is shared read-only.
         inspector = getattr(self._local, "inspector", None)
         if inspector is None:
-            inspector = self._local.inspector = Inspector(self.bundle, **self.settings.inspector_args)
+            inspector = self._local.inspector = Inspector(
+                self.bundle, **self.settings.inspector_args, detector=self.detector
+            )
         return inspector
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -372,6 +390,7 @@ class InspectionService:
             "reference_filename": _name(template.filename) if template is not None else None,
             "model_id": self.model_id,
             "seconds": round(time.perf_counter() - t0, 6),
+            "detections": result.detections,
         }
         self._going_on(commit=True)
         try:
@@ -382,7 +401,8 @@ class InspectionService:
         return {**row, "has_image": png is not None}
 
     def overlay(self, inspection_id: str) -> bytes:
-        """PNG of the stored tested image with the stored tile scores drawn on it (runs on a worker thread).
+        """PNG of the stored tested image with the stored tile scores and detections drawn on it (runs on a
+        worker thread).
 
         Raises:
             ServiceError: 404 for an unknown id or an inspection recorded without its image.

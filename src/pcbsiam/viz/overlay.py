@@ -45,14 +45,17 @@ def render_overlay(
     path: str | Path | None = None,
     title: str | None = None,
     score_label: str | None = None,
+    truth: np.ndarray | None = None,
 ):
-    """The tested board with each tile tinted by its score, defective tiles outlined in red.
+    """The tested board with each tile tinted by its score, defective tiles outlined in red, and the
+    inspection's detections (if any) boxed in their type's colour and labelled ``<type> <confidence>``.
 
     Args:
         tested: (H, W) uint8 tested image.
         inspection: a :class:`pcbsiam.deploy.inspector.Inspection`.
         path: PNG to write; ``None`` returns the PNG bytes instead.
         score_label: what the tile scores are (default: the inspection's ``score_name``).
+        truth: (G, 5) annotated rows ``x1 y1 x2 y2 type``, drawn thin, dashed and grey; ``None``: none.
 
     Returns:
         The path written, or the PNG bytes.
@@ -79,15 +82,21 @@ def render_overlay(
     for t in inspection.tiles:
         if t.defective:
             ax.add_patch(Rectangle((t.x - 0.5, t.y - 0.5), t.w, t.h, fill=False, ec="red", lw=2))
+    detections = inspection.detections
+    _draw_boxes(ax, inspection.detection_rows(), truth, h)
+    ax.set_xlim(-0.5, w - 0.5)  # boxes or labels at the border do not widen the view
+    ax.set_ylim(h - 0.5, -0.5)
     sm = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.046, pad=0.02)
     sm.ax.axhline(thr, color="black", lw=2)
     sm.set_label(f"{score_label} (threshold {thr:.3f}: black line)")
     verdict = "DEFECTIVE" if inspection.defective else "PASS"
     shift = inspection.shift
+    n = len(detections)
+    found = f"\n{n} detection{'' if n == 1 else 's'} (boxes by type)" if n else ""
     ax.set_title(
         title
         or f"{verdict}: {sum(t.defective for t in inspection.tiles)} of {len(inspection.tiles)} "
-        f"tiles above threshold; shift dy={shift['dy']} dx={shift['dx']}"
+        f"tiles above threshold; shift dy={shift['dy']} dx={shift['dx']}{found}"
     )
     ax.set_axis_off()
     if path is None:
@@ -132,13 +141,33 @@ def render_detections(
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.set_axis_off()
+    _draw_boxes(ax, detections, truth, h)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    png = buf.getvalue()
+    if out is not None:
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(png)
+    return png
+
+
+def _draw_boxes(ax, detections: np.ndarray, truth: np.ndarray | None, height: int) -> None:  # noqa: ANN001
+    """Draw annotated boxes (thin, dashed, grey) and detections (their type's colour, labelled
+    ``<type> <confidence>``) on ``ax`` over an image ``height`` px high.
+
+    Args:
+        ax: matplotlib axes showing the image in pixel coordinates.
+        detections: (N, 6) rows ``x1 y1 x2 y2 confidence type`` (x2, y2 exclusive), types 1..6.
+        truth: (G, 5) annotated rows ``x1 y1 x2 y2 type``; ``None``: none.
+        height: image height, px (where a label goes: above its box if there is room, else inside).
+    """
     if truth is not None:
         for x1, y1, x2, y2, _ in np.asarray(truth, dtype=np.float64).reshape(-1, 5).tolist():
             ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1, ls="--", ec=TRUTH_COLOUR))
     for x1, y1, x2, y2, conf, kind in np.asarray(detections, dtype=np.float64).reshape(-1, 6).tolist():
         colour = BOX_COLOURS[(int(kind) - 1) % len(BOX_COLOURS)]
         ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.5, ec=colour))
-        above = y1 >= 0.04 * h  # room for the label above the box; otherwise it goes inside
+        above = y1 >= 0.04 * height  # room for the label above the box; otherwise it goes inside
         ax.text(
             x1 - 0.5,
             y1 - 1.5 if above else y1 + 0.5,
@@ -149,10 +178,3 @@ def render_detections(
             bbox={"fc": colour, "ec": "none", "pad": 1.0, "alpha": 0.85},
             clip_on=True,
         )
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    png = buf.getvalue()
-    if out is not None:
-        with atomic_path(out) as tmp:
-            tmp.write_bytes(png)
-    return png
