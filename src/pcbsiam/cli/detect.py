@@ -192,7 +192,7 @@ def _detect_batch(args: argparse.Namespace, detector: Detector) -> int:
     import numpy as np
 
     from pcbsiam.cli.evaluate import _pairs_in_folder
-    from pcbsiam.data.deeppcb import write_detections
+    from pcbsiam.data.deeppcb import read_detections, write_detections
     from pcbsiam.data.sources import no_readable_items
 
     out = Path(args.out)
@@ -217,8 +217,8 @@ def _detect_batch(args: argparse.Namespace, detector: Detector) -> int:
             skipped.append(f"{name}: {exc}")
             print(f"skipped: {name}: {exc}", file=sys.stderr)
         else:
-            found[name] = det.as_array()
-            write_detections(results, name, found[name])
+            # scored as written: the benchmark reads integer corners
+            found[name] = read_detections(write_detections(results, name, det.as_array()))
             seconds += took
         progress(n, len(items), 25)
     if not found:  # nothing detected on: refuse rather than report an empty batch
@@ -247,7 +247,8 @@ def _detect_batch(args: argparse.Namespace, detector: Detector) -> int:
         rep["holdout_groups"] = parse_csv(args.holdout_groups)
     rep |= {"data": str(args.data), "split": str(args.split), "results": str(results)}
     write_json(out / "detection.json", rep)
-    title = f"# {args.method} detector: {subset!r} subset of {args.split}, {len(found)} boards\n\n"
+    held = f" (held-out groups {', '.join(rep['holdout_groups'])})" if "holdout_groups" in rep else ""
+    title = f"# {args.method} detector: {subset!r} subset of {args.split}{held}, {len(found)} boards\n\n"
     write_text(out / "detection.md", title + render_report(report))
     print(
         json.dumps(

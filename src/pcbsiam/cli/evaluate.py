@@ -222,7 +222,7 @@ def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) ->
     with a detector ``OUT/results/<name>.txt`` (DeepPCB result files), scored in summary.json when annotated."""
     import numpy as np
 
-    from pcbsiam.data.deeppcb import write_detections
+    from pcbsiam.data.deeppcb import read_detections, write_detections
     from pcbsiam.data.images import load_gray
     from pcbsiam.data.sources import no_readable_items, read_boards
     from pcbsiam.io import write_json, write_text
@@ -260,8 +260,8 @@ def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) ->
             | ({"detections": len(res.detections)} if detecting else {})
         )
         if detecting:
-            found[name] = res.detection_rows()
-            write_detections(out / "results", name, found[name])
+            # scored as written: the benchmark reads integer corners
+            found[name] = read_detections(write_detections(out / "results", name, res.detection_rows()))
         if boxes is not None:
             labelled += 1
             correct += int(res.defective == (len(boxes) > 0))

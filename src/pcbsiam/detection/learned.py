@@ -120,7 +120,8 @@ class LearnedDetector:
         net: the trained verifier.
         spec: how candidates become windows.
         device: where the network runs.
-        min_confidence: detections below this confidence are dropped.
+        min_confidence: detections below this confidence are dropped (0.5: a candidate is reported when
+            its most likely type is more likely than all the other classes together, "no defect" included).
         nms_iou: boxes overlapping a more confident one by more than this IoU are dropped.
         batch_size: windows per forward pass.
     """
@@ -130,7 +131,7 @@ class LearnedDetector:
         net: CandidateNet,
         spec: WindowSpec,
         device: str | torch.device = "cpu",
-        min_confidence: float = 0.05,
+        min_confidence: float = 0.5,
         nms_iou: float = 0.3,
         batch_size: int = 64,
     ) -> None:
