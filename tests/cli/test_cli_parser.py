@@ -165,3 +165,27 @@ def test_cli_data_bench_uses_the_training_loader(synth_root: Path, capsys: pytes
     )
     rep = json.loads(capsys.readouterr().out)
     assert rep["boards"] == 24 and rep["batch_size"] == 4 and rep["patches_per_s"] > 0
+
+
+def _all_parsers(parser: argparse.ArgumentParser, name: str = "pcbsiam") -> dict[str, argparse.ArgumentParser]:
+    out = {name: parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                out.update(_all_parsers(sub, f"{name} {sub_name}"))
+    return out
+
+
+def test_every_help_renders_and_states_the_defaults() -> None:
+    from pcbsiam.cli.main import build_parser
+
+    parsers = _all_parsers(build_parser())
+    assert "pcbsiam bench inspect" in parsers and "pcbsiam train-detector" in parsers
+    for name, parser in parsers.items():
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            stated = action.default not in (None, False, argparse.SUPPRESS)
+            if action.option_strings and stated and isinstance(action.default, bool | int | float | str):
+                assert "default" in (action.help or "") or f"(default: {action.default})" in text, (
+                    f"{name} {action.option_strings[0]} does not state its default {action.default!r}"
+                )

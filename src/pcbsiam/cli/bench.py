@@ -141,8 +141,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"untrained networks (cpu-small config) to time, comma-separated (default {DEFAULT_BACKBONES} "
         "without --model, none with it)",
     )
-    i.add_argument("--engines", default="torch,onnx-fp32,onnx-int8")
-    i.add_argument("--batch-sizes", default="1,32")
+    i.add_argument("--engines", default="torch,onnx-fp32,onnx-int8", help="comma-separated inference backends")
+    i.add_argument("--batch-sizes", default="1,32", help="comma-separated patches per call")
     i.add_argument("--seconds", type=float, default=5.0, help="timing length per network, engine and batch size")
     i.add_argument("--peak-seconds", type=float, default=3.0, help="timing length of the GEMM peak")
     i.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
@@ -172,14 +172,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training throughput per backbone and its share of the fp32 GEMM peak",
         parents=[json_option(ROWS_JSON_HELP)],
     )
-    t.add_argument("--backbones", default="resnet18,resnet34,resnet50,resnet101")
+    t.add_argument("--backbones", default="resnet18,resnet34,resnet50,resnet101", help="comma-separated ResNets")
     t.add_argument(
         "--modes",
         default="paper",
         help="comma-separated model modes, as model.mode names them (default paper; an unknown name "
         "is refused with the registered ones)",
     )
-    t.add_argument("--input-size", type=int, default=128)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--input-size", type=int, default=128, help="side of the input patches (px)")
+    t.add_argument("--batch-size", type=int, default=16, help="items per step")
     t.add_argument("--seconds", type=float, default=20.0, help="timed seconds per row")
     t.set_defaults(func=cmd_bench_train)

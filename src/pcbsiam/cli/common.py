@@ -19,9 +19,29 @@ SPLIT_HELP = "split file (DeepPCB layout)"
 DEVICE_HELP = "cpu, cuda, cuda:1 ..."
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that states each option's default, where it has one the help does not already state."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+            or isinstance(action, argparse._StoreConstAction | argparse._AppendConstAction)
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors read like every other error of the command: one line
-    ``pcbsiam: error: ...`` on stderr and exit status 2 (sub-parsers are made of the same class)."""
+    ``pcbsiam: error: ...`` on stderr and exit status 2 (sub-parsers are made of the same class), and whose
+    help states the defaults (:class:`DefaultsHelpFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         """Print the one-line error, pointing at ``--help``, and exit with status 2."""

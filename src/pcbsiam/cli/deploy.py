@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embeddings (the paper's mode only): tested patches + reference embeddings in",
     )
     e.add_argument("--mode", dest="graph", choices=GRAPHS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset")
     e.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ, per-channel) graph")
     e.add_argument("--int8-out", default=None, type=out_file, help="int8 file (default: ONNX name with -int8)")
     e.add_argument("--calib-patches", type=int, default=256, help="patches for int8 calibration")

@@ -382,9 +382,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             json_option("write the figures here"),
         ],
     )
-    b.add_argument("--patch", type=int, default=128)
+    b.add_argument("--patch", type=int, default=128, help="protocol patch side (px)")
     b.add_argument("--k", type=int, default=2, help="tolerance band in px")
-    b.add_argument("--neighbourhood", default="disk", choices=["disk", "square"])
+    b.add_argument("--neighbourhood", default="disk", choices=["disk", "square"], help="shape of the band")
     b.add_argument("--open-size", type=int, default=3, help="opening of the defect map (0: none)")
     b.add_argument("--plain", action="store_true", help="the textbook variant: k=3, square band, no opening")
     b.add_argument("--out", default=None, type=out_folder, help="folder for plots (and baseline.json)")

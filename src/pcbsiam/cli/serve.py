@@ -127,7 +127,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also find typed defect boxes in each inspection: 'classical', or a detector file of "
         "`pcbsiam train-detector` (default: none); recorded and drawn, the verdict stays the tiles'",
     )
-    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level",
+    )
     s.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("serve-loadtest", help="bounded load test of a running service", parents=[_token_option()])

@@ -60,8 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[config_options("training override")],
     )
     d.add_argument("--out", default="demo_out", type=out_folder, help="output folder")
-    d.add_argument("--boards", type=int, default=48)
-    d.add_argument("--size", type=int, default=384)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--boards", type=int, default=48, help="synthetic boards to make")
+    d.add_argument("--size", type=int, default=384, help="side of a synthetic board (px)")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
     d.add_argument("--config", default="demo", help="training preset (demo: reference-aware; tiny: the paper's mode)")
     d.set_defaults(func=cmd_demo)
