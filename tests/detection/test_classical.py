@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pcbsiam.data.binarize import otsu_threshold
 from pcbsiam.data.deeppcb import read_deeppcb
 from pcbsiam.data.images import load_gray
 from pcbsiam.data.registration import Shift, shift_image
-from pcbsiam.detection.classical import ClassicalDetector, otsu_threshold
+from pcbsiam.detection.classical import ClassicalDetector
 from pcbsiam.detection.records import Detections
 from pcbsiam.errors import RegistrationError
 

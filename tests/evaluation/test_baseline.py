@@ -5,18 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pcbsiam.data.binarize import binarize, otsu_threshold
 from pcbsiam.data.protocol import tile_grid
 from pcbsiam.data.registration import shift_image
 from pcbsiam.errors import RegistrationError
 from pcbsiam.evaluation.baseline import (
     ClassicalComparator,
     batch_scores,
-    binarize,
     defect_score,
     dilate,
     erode,
     open_map,
-    otsu_threshold,
     tile_scores,
     tolerance_defect_map,
 )

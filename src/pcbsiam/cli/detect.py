@@ -119,21 +119,6 @@ def _shift(found: Detections) -> dict[str, Any]:
     return {"dy": int(found.shift.dy), "dx": int(found.shift.dx), "score": round(float(found.shift.score), 4)}
 
 
-def _listing(rows: np.ndarray) -> list[dict[str, Any]]:
-    """(N, 6) rows ``x1 y1 x2 y2 confidence type`` as JSON records."""
-    from pcbsiam.data.defects import defect_name
-
-    return [
-        {
-            "box": [round(v, 2) for v in (x1, y1, x2, y2)],
-            "type": defect_name(int(kind)),
-            "code": int(kind),
-            "confidence": round(conf, 6),
-        }
-        for x1, y1, x2, y2, conf, kind in rows.tolist()
-    ]
-
-
 def cmd_detect(args: argparse.Namespace) -> int:
     from pcbsiam.detection.factory import make_detector
 
@@ -167,7 +152,7 @@ def _detect_one(args: argparse.Namespace, detector: Detector) -> int:
         "method": args.method,
         "shift": _shift(found),
         "seconds": round(seconds, 4),
-        "detections": _listing(rows),
+        "detections": found.records(),
     }
     write_json(out / "report.json", report)
     render_detections(tested, rows, out / "overlay.png")

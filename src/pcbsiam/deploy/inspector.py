@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from pcbsiam.data.crops import PatchCropper, PatchSpec
-from pcbsiam.data.defects import defect_name
 from pcbsiam.data.protocol import PATCH_DTYPE, PatchIndex, tile_grid
 from pcbsiam.data.records import BoardPair
 from pcbsiam.data.registration import Shift, estimate_shift
@@ -27,7 +26,6 @@ from pcbsiam.models.band import TileGate, gated_scores
 
 if TYPE_CHECKING:
     from pcbsiam.detection.factory import Detector
-    from pcbsiam.detection.records import Detections
 
 
 @dataclass
@@ -59,7 +57,8 @@ class Inspection:
         scored_tiles: tiles the network scored (the others were skipped by the gate, ``model.gate``).
         detections: typed defect boxes of the inspector's detector (none without one), highest confidence
             first: ``{"box": [x1, y1, x2, y2], "type": name, "code": 1..6, "confidence": c}`` in tested-image
-            pixels (x2, y2 exclusive), see :func:`detection_records`. They do not change the tile verdicts.
+            pixels (x2, y2 exclusive), see :meth:`~pcbsiam.detection.records.Detections.records`. They do
+            not change the tile verdicts.
     """
 
     defective: bool
@@ -91,20 +90,6 @@ class Inspection:
         return np.array([[*d["box"], d["confidence"], d["code"]] for d in self.detections], dtype=np.float64).reshape(
             -1, 6
         )
-
-
-def detection_records(found: Detections) -> list[dict]:
-    """JSON records of a detector's boxes, highest confidence first: the box rounded to 0.1 px, the
-    confidence to 6 decimals, the type by name and DeepPCB code."""
-    return [
-        {
-            "box": [round(v, 1) for v in (x1, y1, x2, y2)],
-            "type": defect_name(int(code)),
-            "code": int(code),
-            "confidence": round(conf, 6),
-        }
-        for x1, y1, x2, y2, conf, code in found.as_array().tolist()
-    ]
 
 
 def make_inspection_detector(spec: str | Path | None, device: str = "cpu") -> Detector | None:
@@ -239,7 +224,9 @@ class Inspector:
         for s in range(0, len(tested_crops), self.batch_size):
             part = slice(s, s + self.batch_size)
             tested = to_tensor(tested_crops[part], size)
-            reference = to_tensor(reference_crops[part], size)
+            # the reference pixels are needed by the gate and by whatever has no cached encodings
+            needed = self.gate is not None or ref_all is None
+            reference = to_tensor(reference_crops[part], size) if needed else tested
 
             def run(
                 keep: torch.Tensor,
@@ -345,7 +332,8 @@ class Inspector:
         )
 
     def detect(self, tested: np.ndarray, reference: np.ndarray) -> list[dict]:
-        """Records (:func:`detection_records`) of the detector's boxes on a (H, W) uint8 pair.
+        """Records (:meth:`~pcbsiam.detection.records.Detections.records`, boxes to 0.1 px) of the detector's
+        boxes on a (H, W) uint8 pair.
 
         Raises:
             PcbsiamError: the detector cannot compare the pair.
@@ -357,4 +345,4 @@ class Inspector:
             raise
         except ValueError as exc:  # the detectors' sentences about the pair (shapes, sizes)
             raise PcbsiamError(f"the detector cannot compare the pair: {exc}") from None
-        return detection_records(found)
+        return found.records(box_decimals=1)

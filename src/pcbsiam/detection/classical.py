@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 
+from pcbsiam.data.binarize import binarize
 from pcbsiam.data.registration import Shift, estimate_shift, overlap_mask, shift_image
 from pcbsiam.detection.records import Detections
 from pcbsiam.errors import RegistrationError
@@ -39,7 +40,6 @@ __all__ = [
     "enclosed_background",
     "extra_copper_type",
     "missing_copper_type",
-    "otsu_threshold",
     "splits_conductor",
 ]
 
@@ -53,25 +53,6 @@ FOUR = ndi.generate_binary_structure(2, 1)
 OPEN, SHORT, MOUSEBITE, SPUR, SPURIOUS_COPPER, PIN_HOLE = 1, 2, 3, 4, 5, 6
 
 
-def otsu_threshold(img: np.ndarray) -> int:
-    """Otsu's grey level of an (H, W) uint8 image: the two classes are ``<= t`` and ``> t``.
-
-    Takes the middle of a plateau of maxima (a two-level image splits halfway between its levels);
-    a single-level image gives 127.
-    """
-    hist = np.bincount(img.ravel(), minlength=256).astype(np.float64)
-    w0 = np.cumsum(hist)
-    m0 = np.cumsum(hist * np.arange(256))
-    w1 = w0[-1] - w0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = np.where((w0 > 0) & (w1 > 0), (m0[-1] * w0 - m0 * w0[-1]) ** 2 / (w0 * w1), -1.0)
-    best = between.max()
-    if best <= 0:
-        return 127
-    ties = np.flatnonzero(between >= best * (1 - 1e-9))
-    return int(ties[0] + ties[-1]) // 2
-
-
 def copper_mask(img: np.ndarray, copper: Polarity) -> np.ndarray:
     """(H, W) bool copper of an (H, W) uint8 image binarised at its Otsu level.
 
@@ -79,7 +60,7 @@ def copper_mask(img: np.ndarray, copper: Polarity) -> np.ndarray:
         img: (H, W) uint8 board image.
         copper: "dark" (DeepPCB: black copper on white) or "bright" (white copper on black).
     """
-    above = img > otsu_threshold(img)
+    above = binarize(img)
     return above if copper == "bright" else ~above
 
 

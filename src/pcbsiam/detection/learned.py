@@ -20,7 +20,7 @@ from torchvision.ops import nms
 
 from pcbsiam.checkpoint import load_tagged, save_tagged
 from pcbsiam.data.registration import Shift, overlap_mask, shift_image
-from pcbsiam.data.transforms import to_tensor
+from pcbsiam.data.transforms import crop, to_tensor
 from pcbsiam.detection.classical import ClassicalDetector
 from pcbsiam.detection.records import Detections
 from pcbsiam.models.detector import CandidateNet, VerifierConfig
@@ -84,19 +84,10 @@ def aligned_template(template: np.ndarray, shift: Shift, tested: np.ndarray) -> 
 
 
 def cut_windows(image: np.ndarray, windows: np.ndarray, fill: int | None = None) -> list[np.ndarray]:
-    """Square crops ``(side, side)`` of an (H, W) uint8 image at (N, 4) ``x0 y0 side side`` windows; what
-    lies outside the image is ``fill`` (default: the image's median grey; give the pair one value)."""
-    fill = int(np.median(image)) if fill is None else fill
-    height, width = image.shape
-    out = []
-    for x0, y0, side, _ in np.asarray(windows, dtype=np.int64).tolist():
-        crop = np.full((side, side), fill, dtype=np.uint8)
-        ys, xs = max(y0, 0), max(x0, 0)
-        ye, xe = min(y0 + side, height), min(x0 + side, width)
-        if ye > ys and xe > xs:
-            crop[ys - y0 : ye - y0, xs - x0 : xe - x0] = image[ys:ye, xs:xe]
-        out.append(crop)
-    return out
+    """Square crops ``(side, side)`` of an (H, W) uint8 image at (N, 4) ``x0 y0 side side`` windows
+    (:func:`pcbsiam.data.transforms.crop`); what lies outside the image is ``fill`` (default: the image's
+    median grey; give the pair one value)."""
+    return [crop(image, y0, x0, side, side, fill) for x0, y0, side, _ in np.asarray(windows, np.int64).tolist()]
 
 
 def boxes_in_windows(boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pcbsiam.data.defects import defect_name
 from pcbsiam.data.registration import Shift
 
 __all__ = ["Detections"]
@@ -51,3 +52,16 @@ class Detections:
         """(N, 6) float64 rows ``x1 y1 x2 y2 score type``, highest score first (ties keep their order)."""
         order = np.argsort(-self.scores, kind="stable")
         return np.column_stack([self.boxes, self.scores, self.types.astype(np.float64)])[order].reshape(-1, 6)
+
+    def records(self, box_decimals: int = 2) -> list[dict]:
+        """JSON records, highest score first: ``{"box": [x1, y1, x2, y2], "type": name, "code": 1..6,
+        "confidence": c}``, the box rounded to ``box_decimals`` and the confidence to 6 decimals."""
+        return [
+            {
+                "box": [round(v, box_decimals) for v in (x1, y1, x2, y2)],
+                "type": defect_name(int(code)),
+                "code": int(code),
+                "confidence": round(conf, 6),
+            }
+            for x1, y1, x2, y2, conf, code in self.as_array().tolist()
+        ]

@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 
+from pcbsiam.data.binarize import binarize
 from pcbsiam.data.registration import Shift, estimate_shift, overlap_mask, shift_image
 from pcbsiam.errors import RegistrationError
 
@@ -23,12 +24,10 @@ __all__ = [
     "DEFAULT_OPEN_SIZE",
     "ClassicalComparator",
     "batch_scores",
-    "binarize",
     "defect_score",
     "dilate",
     "erode",
     "open_map",
-    "otsu_threshold",
     "tile_scores",
     "tolerance_defect_map",
 ]
@@ -43,64 +42,6 @@ DEFAULT_K = 2
 DEFAULT_NEIGHBOURHOOD: Neighbourhood = "disk"
 #: Side of the square opening applied to the defect map (drops specks thinner than this); 0 or 1: none.
 DEFAULT_OPEN_SIZE = 3
-
-
-def otsu_threshold(img: np.ndarray) -> np.ndarray | int:
-    """Otsu's threshold of uint8 images: copper is ``img > threshold``.
-
-    Args:
-        img: (H, W) or (..., H, W) uint8 array; one threshold per image (last two axes).
-
-    Returns:
-        An int for a single (H, W) image, otherwise an int array of shape ``img.shape[:-2]``.
-    """
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"Otsu's threshold needs uint8 images, got {arr.dtype}.")
-    if arr.ndim < 2:
-        raise ValueError(f"Expected an (H, W) or (..., H, W) image array, got shape {arr.shape}.")
-    lead = arr.shape[:-2]
-    flat = arr.reshape(-1, arr.shape[-2] * arr.shape[-1])
-    n = flat.shape[0]
-    offsets = (np.arange(n, dtype=np.int64) * 256)[:, None]
-    hist = np.bincount((flat + offsets).ravel(), minlength=256 * n).reshape(n, 256).astype(np.float64)
-    levels = np.arange(256, dtype=np.float64)
-    w0 = np.cumsum(hist, axis=1)  # pixels <= t
-    m0 = np.cumsum(hist * levels, axis=1)
-    total = w0[:, -1:]
-    mean_total = m0[:, -1:]
-    w1 = total - w0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mean_total * w0 - m0 * total) ** 2 / (w0 * w1)
-    between = np.where((w0 > 0) & (w1 > 0), between, -1.0)
-    # Take the middle of a plateau of maxima (a two-level image is split halfway between its levels).
-    best = between.max(axis=1, keepdims=True)
-    is_best = between >= best - 1e-9 * np.abs(best)
-    first = np.argmax(is_best, axis=1)
-    last = 255 - np.argmax(is_best[:, ::-1], axis=1)
-    thr = (first + last) // 2
-    # Single-level images: everything is background unless it is bright.
-    thr = np.where(best[:, 0] < 0, 127, thr).astype(np.int64)
-    if not lead:
-        return int(thr[0])
-    return thr.reshape(lead)
-
-
-def binarize(img: np.ndarray, threshold: int | None = None) -> np.ndarray:
-    """Copper mask of a near-binary board image: ``img > threshold``.
-
-    Args:
-        img: (H, W) or (..., H, W) uint8 image(s).
-        threshold: grey level; ``None`` picks Otsu's threshold per image.
-
-    Returns:
-        bool array of the same shape.
-    """
-    arr = np.asarray(img)
-    if threshold is not None:
-        return arr > threshold
-    thr = np.asarray(otsu_threshold(arr))
-    return arr > thr[..., None, None]
 
 
 def _shift_or(mask: np.ndarray, out: np.ndarray, offset: int, axis: int) -> None:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
+from torchvision.ops import box_iou as tv_box_iou
 
 from pcbsiam.data.deeppcb import read_detections
 from pcbsiam.data.defects import DEFECT_TYPES
@@ -51,7 +53,8 @@ _TYPE_NAMES = [DEFECT_TYPES[code] for code in range(1, _N_TYPES + 1)]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` with every box of ``b``, areas ``(x2 - x1) * (y2 - y1)``.
+    """IoU of every box of ``a`` with every box of ``b``, areas ``(x2 - x1) * (y2 - y1)``
+    (``torchvision.ops.box_iou`` in float64).
 
     Args:
         a: (A, >=4) rows starting ``x1 y1 x2 y2``.
@@ -60,14 +63,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Returns:
         (A, B) float64 IoU.
     """
-    a = np.asarray(a, dtype=np.float64)[:, None, :4]
-    b = np.asarray(b, dtype=np.float64)[None, :, :4]
-    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
-    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
-    inter = w * h
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / (area_a + area_b - inter)
+    pair = (torch.as_tensor(np.asarray(x, dtype=np.float64)[:, :4]) for x in (a, b))
+    return tv_box_iou(*pair).numpy()
 
 
 def _as_boxes(value: ArrayLike, columns: int, what: str) -> np.ndarray:

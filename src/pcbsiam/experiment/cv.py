@@ -98,9 +98,7 @@ def run_fold(
     cfg = from_dict(apply_overrides(cfg.to_dict(), [f"data.holdout_groups=[{group}]"]))
     train_seconds = _train_fold(cfg, run, fit)
     t0 = time.perf_counter()
-    bundle = load_bundle(run, device)
-    for key, value in inference.items():  # how the trained network is applied is the request's
-        setattr(bundle.model.cfg, key.split(".")[1], value)
+    bundle = load_bundle(run, device, inference)  # how the trained network is applied is the request's
     val_items = json.loads((run / "split.json").read_text())["val"]
     root, split = cfg.data.root, cfg.data.split
     spec = bundle.spec
