@@ -119,6 +119,19 @@ def test_calibrate_evaluate_inspect_chain(
     rows = list(csv.DictReader((tmp_path / "batch" / "verdicts.csv").read_text().splitlines()))
     assert len(rows) == 24 and {"name", "verdict", "max_score", "dy", "dx"} <= set(rows[0])
 
+    # the same batch on ONNX Runtime (an exported graph of this bundle), pipelined: the same verdicts
+    code, out, _ = run_cli(capsys, "export", "--model", bundle, "--onnx", tmp_path / "m.onnx")
+    assert code == 0
+    code, out, _ = run_cli(
+        capsys, "inspect", "--model", bundle, "--batch", "--data", synth_root, "--out", tmp_path / "onnx",
+        "--engine", tmp_path / "m.onnx", "--pipeline", "on", "--threads", "1",
+    )  # fmt: skip
+    assert code == 0
+    onnx_rows = list(csv.DictReader((tmp_path / "onnx" / "verdicts.csv").read_text().splitlines()))
+    assert [r["name"] for r in onnx_rows] == [r["name"] for r in rows]
+    assert [r["verdict"] for r in onnx_rows] == [r["verdict"] for r in rows]
+    assert [float(r["max_score"]) for r in onnx_rows] == pytest.approx([float(r["max_score"]) for r in rows], abs=1e-3)
+
 
 def _first_template(root: Path) -> str:
     return str(sorted((root / "PCBData").glob("group*/*/*_temp.jpg"))[0])

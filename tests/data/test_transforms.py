@@ -95,3 +95,22 @@ def test_refine_shift_equals_the_loop_over_moves_at_borders_and_ties() -> None:
             moved = (box[0] + int(rng.integers(-2, 3)), box[1] + int(rng.integers(-2, 3)), box[2], box[3])
             radius = int(rng.integers(1, 4))
             assert refine_shift(img, ref, box, moved, radius) == _refine_by_loop(img, ref, box, moved, radius)
+
+
+def test_refine_shifts_of_a_tile_grid_equal_the_loop_over_moves_box_by_box() -> None:
+    """The joint search (one difference map per move over the boxes' union, block sums per box) gives each
+    box the move of the plain loop: tiles with context that leave the image, two global offsets, and a
+    lone box outside the grid."""
+    from pcbsiam.data.transforms import refine_shifts
+
+    rng = np.random.default_rng(3)
+    img = ((rng.random((96, 96)) > 0.5) * 200).astype(np.uint8)
+    ref = np.roll(img, (2, -1), axis=(0, 1))
+    ref[40:60, 40:60] = 90  # a local disagreement, so that boxes do not all pick the same move
+    boxes = [(y - 8, x - 8, 48, 48) for y in range(0, 96, 32) for x in range(0, 96, 32)] + [(5, 7, 30, 30)]
+    offsets = [(1, -2)] * 9 + [(0, 0)]
+    reference_boxes = [(y + oy, x + ox, h, w) for (y, x, h, w), (oy, ox) in zip(boxes, offsets, strict=True)]
+    got = refine_shifts(img, ref, boxes, reference_boxes, 3)
+    want = [_refine_by_loop(img, ref, b, r, 3) for b, r in zip(boxes, reference_boxes, strict=True)]
+    assert [tuple(int(v) for v in m) for m in got] == want
+    assert len({tuple(m) for m in want}) > 1

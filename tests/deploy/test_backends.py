@@ -92,3 +92,21 @@ def test_bad_names_and_missing_inputs_are_sentences(bundle: Bundle, tmp_path: Pa
         make_engine("onnx-int8", bundle, tmp_path)
     with pytest.raises(PcbsiamError, match="not found"):
         OrtEngine(tmp_path / "missing.onnx")
+
+
+def test_engine_for_takes_torch_or_a_graph_of_this_bundle_only(
+    bundle: Bundle, engines: dict, workdir: Path, tmp_path: Path
+) -> None:
+    from pcbsiam.deploy.backends import engine_for, engine_kind
+    from pcbsiam.errors import ConfigError
+
+    assert engine_for("torch", bundle) is None and engine_for(None, bundle) is None
+    fp32, int8 = engines["onnx-fp32"].path, engines["onnx-int8"].path
+    assert (engine_kind(fp32), engine_kind(int8)) == ("onnx-fp32", "onnx-int8")
+    engine = engine_for(int8, bundle, threads=1)
+    assert engine is not None and engine.name == "onnx-int8"
+    with pytest.raises(ConfigError, match="neither 'torch' nor an ONNX file.*pcbsiam export"):
+        engine_for(tmp_path / "nope.onnx", bundle)
+    other = load_bundle(make_tiny_bundle(tmp_path / "other.bundle", threshold=0.25))
+    with pytest.raises(PcbsiamError, match="exported from another bundle"):
+        engine_for(fp32, other)

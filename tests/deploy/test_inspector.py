@@ -179,6 +179,12 @@ def test_gate_skips_the_network_on_tiles_without_a_difference(tmp_path: Path, mo
     for x1, y1, x2, y2, _ in pair.boxes.tolist():  # the tile holding each injected defect's centre was scored
         cy, cx = (y1 + y2) / 2, (x1 + x2) / 2
         assert [not s for s, t in zip(skipped, result.tiles, strict=True) if _overlap(t, (cx, cy, cx, cy))] == [True]
+    # the gate on the uint8 crops (in prepare, where crops need no resizing) equals the gate on tensors
+    prepared = gated.prepare(pair.tested, pair.template)
+    assert prepared.keep is not None and prepared.keep.sum() == result.scored_tiles
+    on_crops = gated.score_tiles(prepared.tested_crops, prepared.reference_crops, None, prepared.keep)
+    on_tensors = gated.score_tiles(prepared.tested_crops, prepared.reference_crops, None)
+    assert on_crops[1] == on_tensors[1] and on_crops[0] == pytest.approx(on_tensors[0], abs=1e-6)
 
 
 def test_a_detector_adds_typed_boxes_and_leaves_the_tiles_alone(tmp_path: Path) -> None:
@@ -217,3 +223,43 @@ def _iou(a, b) -> float:  # noqa: ANN001
     h = min(a[3], b[3]) - max(a[1], b[1])
     inter = max(w, 0) * max(h, 0)
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_a_stream_gives_each_board_its_own_inspection_in_order(tiny_bundle: Path, pipeline: bool) -> None:
+    """The pipeline (next board prepared in a second thread) changes nothing but the speed: the same
+    inspections in the same order, and a board that cannot be inspected yields its error, not the end."""
+    inspector = Inspector(load_bundle(tiny_bundle))
+    boards = {k: (np.roll(board(k, 192), k, axis=0), board(k, 192)) for k in (1, 2, 3)}
+    boards[4] = (board(4, 192), board(4, 160))  # sizes differ: a sentence for this board only
+
+    def load(k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k == 5:
+            raise PcbsiamError("cannot read board 5")
+        return boards[k]
+
+    got = list(inspector.stream([1, 2, 4, 5, 3], load, pipeline=pipeline))
+    assert [k for k, _ in got] == [1, 2, 4, 5, 3]
+    assert isinstance(got[2][1], RegistrationError) and "same size" in str(got[2][1])
+    assert isinstance(got[3][1], PcbsiamError) and "board 5" in str(got[3][1])
+    for k, result in [got[0], got[1], got[4]]:
+        alone = inspector.inspect(*boards[k])
+        assert [t.score for t in result.tiles] == pytest.approx([t.score for t in alone.tiles], abs=1e-6)
+        assert result.shift == alone.shift and result.shift["dy"] == k
+        assert "decode" in result.timings and result.seconds >= result.timings["network"]
+
+
+def test_pipeline_plan_pipelines_int8_by_default_and_leaves_the_network_a_thread_fewer() -> None:
+    from pcbsiam.cli.common import PIPELINE_CHOICES as cli_choices
+    from pcbsiam.deploy.inspector import PIPELINE_CHOICES as choices
+    from pcbsiam.deploy.inspector import pipeline_plan
+
+    assert cli_choices == choices
+    assert pipeline_plan("auto", "onnx-int8", 2) == (True, 1)
+    assert pipeline_plan("auto", "torch", 2) == (False, 2)
+    assert pipeline_plan("auto", "onnx-fp32", 4) == (False, 4)
+    assert pipeline_plan("on", "torch", 4) == (True, 3)
+    assert pipeline_plan("on", "onnx-int8", 1) == (True, 1)
+    assert pipeline_plan("off", "onnx-int8", 2) == (False, 2)
+    with pytest.raises(PcbsiamError, match="pipeline must be one of"):
+        pipeline_plan("sometimes", "torch", 2)

@@ -10,6 +10,7 @@ import pytest
 
 from pcbsiam.config import load_config
 from pcbsiam.errors import ConfigError
+from pcbsiam.evaluation.calibration import choose_threshold
 from pcbsiam.experiment.cv import cv_report, fold_dir, run_cv
 from tests.conftest import TINY_TRAIN
 
@@ -35,6 +36,11 @@ def test_two_folds_train_score_pool_and_resume(synth_root: Path, tmp_path: Path)
         assert held and not held & set(split["train"])  # the held-out group's boards are never trained on
         scores = np.load(fold_dir(tmp_path / "cv", g) / "scores.npz")
         assert len(scores["model"]) == len(scores["classical"]) == len(scores["labels"]) > 0
+        # the calibration scores are kept: the recorded thresholds follow from them
+        rec = json.loads((fold_dir(tmp_path / "cv", g) / "fold.json").read_text())
+        assert len(scores["calib_model"]) == len(scores["calib_classical"]) == len(scores["calib_labels"]) > 0
+        again = choose_threshold(scores["calib_model"], scores["calib_labels"], "accuracy").threshold
+        assert again == rec["thresholds"]["model"]["accuracy"]
     pooled = result["pooled"]
     assert set(pooled) == {"model@accuracy", "model@recall:0.995", "classical@accuracy", "classical@recall:0.995"}
     n = sum(f["patches"] for f in result["folds"].values())

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pcbsiam.config import ModelConfig
@@ -82,3 +83,39 @@ def test_gate_keeps_pairs_with_a_difference_in_the_tile_or_its_margin_only() -> 
     assert out.tolist() == [-20.0, 11.0, 12.0, -20.0] and calls == [2]
     assert gated_scores(None, tested, tested, score, -20.0).tolist() == [10.0, 11.0, 12.0, 13.0]
     assert np.all(gated_scores(gate, tested[:1], tested[:1], score, 0.0).numpy() == 0.0) and calls == [2, 4]
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_separable_dilation_equals_square_max_pooling(radius: int) -> None:
+    """The running maximum of shifted copies is a (2r+1)-square dilation, borders included."""
+    import torch.nn.functional as F
+
+    from pcbsiam.models.band import _dilate
+
+    mask = (torch.rand(3, 1, 23, 31, generator=torch.Generator().manual_seed(radius)) > 0.8).float()
+    mask[0, 0, 0, 0] = mask[1, 0, -1, -1] = 1.0  # corners: the padding must not count
+    want = F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
+    assert torch.equal(_dilate(mask, radius), want)
+
+
+def test_gate_on_uint8_crops_equals_the_gate_on_normalised_tensors() -> None:
+    """keep_crops binarises through the tensors' own normalisation (grey levels next to the cut included) and
+    dilates booleans: the same verdicts as keep; crops of another size than the input are left to keep."""
+    import numpy as np
+
+    gate = TileGate.of(ModelConfig(mode="stack", band=2, gate=0, input_size=48), 32, 8)
+    assert gate is not None and gate.input_size == 48
+    rng = np.random.default_rng(0)
+    blocks = (rng.random((40, 6, 6)) > 0.5).astype(np.uint8) * 255
+    tested = np.kron(blocks, np.ones((8, 8), np.uint8))  # 8 px squares of copper and bare board
+    reference = tested.copy()
+    for b in range(0, 40, 2):  # a small difference somewhere in every other pair (inside the window or not)
+        y, x = rng.integers(0, 44, 2)
+        reference[b, y : y + 3, x : x + 3] ^= 255
+    near = rng.random(tested.shape) < 0.002
+    near[:20] = False  # grey levels on either side of the cut in the last 20 pairs only
+    tested[near] = rng.choice([126, 127, 128, 129], int(near.sum()))
+    want = gate.keep(to_tensor(list(tested), 48), to_tensor(list(reference), 48)).numpy()
+    got = gate.keep_crops(tested, reference)
+    assert got is not None and np.array_equal(got, want) and 0 < want.sum() < 40
+    assert gate.keep_crops(tested[:, :40, :40], reference[:, :40, :40]) is None

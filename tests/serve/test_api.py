@@ -440,3 +440,26 @@ def test_an_unknown_detector_is_refused_before_serving(serve_bundle: Path, tmp_p
 
     with pytest.raises(PcbsiamError, match="neither 'classical' nor an existing file"):
         create_app(serve_bundle, f"sqlite:///{tmp_path / 'x.db'}", detector="nosuchfile")
+
+
+def test_an_onnx_engine_serves_the_same_tiles_and_a_foreign_graph_is_refused(
+    serve_bundle: Path, client: TestClient, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from pcbsiam.deploy.bundle import load_bundle
+    from pcbsiam.deploy.export import export_onnx
+    from pcbsiam.errors import ConfigError, PcbsiamError
+    from tests.conftest import make_tiny_bundle
+
+    graph = export_onnx(load_bundle(serve_bundle), tmp_path / "m.onnx")
+    app = create_app(serve_bundle, f"sqlite:///{tmp_path / 'onnx.db'}", engine=str(graph))
+    with TestClient(app, base_url="http://localhost") as c:
+        body = post(c, png_bytes(bad_board()), template=png_bytes(good_board())).json()
+    plain = post(client, png_bytes(bad_board()), template=png_bytes(good_board())).json()
+    assert body["verdict"] == plain["verdict"] == "defective"
+    assert [t["score"] for t in body["tiles"]] == pytest.approx([t["score"] for t in plain["tiles"]], abs=1e-4)
+    other = export_onnx(load_bundle(make_tiny_bundle(tmp_path / "o.bundle", threshold=0.3)), tmp_path / "o.onnx")
+    with pytest.raises(PcbsiamError, match="exported from another bundle"):
+        create_app(serve_bundle, f"sqlite:///{tmp_path / 'x.db'}", engine=str(other))
+    with pytest.raises(ConfigError, match="neither 'torch' nor an ONNX file"):
+        create_app(serve_bundle, f"sqlite:///{tmp_path / 'y.db'}", engine="nosuch.onnx")

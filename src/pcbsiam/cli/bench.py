@@ -8,6 +8,8 @@ import os
 import sys
 
 from pcbsiam.cli.common import (
+    PIPELINE_CHOICES,
+    PIPELINE_HELP,
     data_options,
     gate_option,
     inference_of,
@@ -115,6 +117,8 @@ def cmd_bench_inspect(args: argparse.Namespace) -> int:
             args.batch_size,
             args.workdir,
             peak_seconds=args.peak_seconds,
+            pipeline=args.pipeline,
+            threads=args.threads,
         )
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -165,6 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--peak-seconds", type=float, default=3.0, help="timing length of the fp32 GEMM peak")
     e.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
     e.add_argument("--workdir", default=None, help="keep the ONNX files here (default: a temporary folder)")
+    e.add_argument("--pipeline", choices=PIPELINE_CHOICES, default="auto", help=PIPELINE_HELP)
     e.set_defaults(func=cmd_bench_inspect)
 
     t = bsub.add_parser(

@@ -205,6 +205,34 @@ def gate_option() -> argparse.ArgumentParser:
     return p
 
 
+#: ``--pipeline`` values; the same as :data:`pcbsiam.deploy.inspector.PIPELINE_CHOICES` (that module imports torch).
+PIPELINE_CHOICES = ("auto", "on", "off")
+PIPELINE_HELP = (
+    "on: decode, register and crop the next board in a second thread while the network scores this one, the "
+    "network on one thread fewer; off: one stage after the other; auto: on for an int8 engine only (measured "
+    "faster there, slower for fp32 networks)"
+)
+
+
+def engine_options(pipeline: bool = True) -> argparse.ArgumentParser:
+    """``--engine`` (the bundle's PyTorch network or an exported ONNX graph), ``--threads`` and, for batches,
+    ``--pipeline``."""
+    p = _parent()
+    p.add_argument(
+        "--engine",
+        default="torch",
+        metavar="{torch,FILE.onnx}",
+        help="run the network with PyTorch, or with ONNX Runtime on a graph exported from this bundle by "
+        "`pcbsiam export` (fp32 or int8)",
+    )
+    p.add_argument(
+        "--threads", type=bounded(int, 1, 1024), default=None, help="CPU threads (default: torch's, one per core)"
+    )
+    if pipeline:
+        p.add_argument("--pipeline", choices=PIPELINE_CHOICES, default="auto", help=PIPELINE_HELP)
+    return p
+
+
 def inference_of(args: argparse.Namespace) -> dict[str, Any]:
     """The inference settings given on the command line (``--gate``), for ``load_bundle(..., inference=)``."""
     return {"model.gate": getattr(args, "gate", None)}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pcbsiam.cli.common import (
     data_options,
     device_option,
+    engine_options,
     gate_option,
     inference_of,
     json_option,
@@ -177,18 +178,28 @@ def _pairs_in_folder(folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    import torch
+
     from pcbsiam.data.images import load_gray
+    from pcbsiam.deploy.backends import engine_for, engine_kind
     from pcbsiam.deploy.bundle import load_bundle
-    from pcbsiam.deploy.inspector import Inspector, make_inspection_detector
+    from pcbsiam.deploy.inspector import Inspector, make_inspection_detector, pipeline_plan
     from pcbsiam.io import write_json
     from pcbsiam.viz.overlay import render_overlay
 
     detector = make_inspection_detector(args.detector, args.device)  # a sentence before the bundle loads
+    kind = engine_kind(args.engine)
+    pipelined, threads = pipeline_plan(
+        args.pipeline if args.batch else "off", kind, args.threads or torch.get_num_threads()
+    )
+    torch.set_num_threads(threads)
+    bundle = load_bundle(args.model, args.device, inference_of(args))
     inspector = Inspector(
-        load_bundle(args.model, args.device, inference_of(args)),
+        bundle,
         args.device,
         overlap=args.overlap,
         max_shift=args.max_shift,
+        engine=engine_for(args.engine, bundle, threads),
         detector=detector,
     )
     out = Path(args.out)
@@ -214,10 +225,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    return _inspect_batch(args, inspector, out)
+    return _inspect_batch(args, inspector, out, pipelined)
 
 
-def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) -> int:
+def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path, pipeline: bool) -> int:
     """Inspect every pair of ``--pairs`` or ``--data/--split``; write verdicts.csv and summary.json, and
     with a detector ``OUT/results/<name>.txt`` (DeepPCB result files), scored in summary.json when annotated."""
     import numpy as np
@@ -241,11 +252,14 @@ def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path) ->
     rows, caught, boxes_total, correct, labelled = [], 0, 0, 0, 0
     detecting = inspector.detector is not None
     found: dict[str, np.ndarray] = {}
-    for n, (name, test_path, ref_path, boxes) in enumerate(items, 1):
-        try:
-            res = inspector.inspect(load_gray(test_path), load_gray(ref_path))
-        except PcbsiamError as exc:
-            skipped.append(f"{name}: {exc}")
+
+    def load(item: tuple) -> tuple[np.ndarray, np.ndarray]:
+        return load_gray(item[1]), load_gray(item[2])
+
+    # the next pair is decoded, registered and cropped in a second thread while this one runs the network
+    for n, ((name, _, _, boxes), res) in enumerate(inspector.stream(items, load, pipeline), 1):
+        if isinstance(res, PcbsiamError):
+            skipped.append(f"{name}: {res}")
             continue
         rows.append(
             {
@@ -399,6 +413,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             device_option(),
             tiling_options(),
             gate_option(),
+            engine_options(),
         ],
     )
     i.add_argument("--test", default=None, help="tested image")

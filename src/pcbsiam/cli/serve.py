@@ -39,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         store_images=not args.no_store_images,
         detector=args.detector,
+        engine=args.engine,
     )
     app = create_app(args.model, db_url=args.db, token=args.token or None, settings=settings)
     auth = "bearer token required on /v1/*" if args.token else "no token: the API is open"
@@ -126,6 +127,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="{classical,PATH}",
         help="also find typed defect boxes in each inspection: 'classical', or a detector file of "
         "`pcbsiam train-detector` (default: none); recorded and drawn, the verdict stays the tiles'",
+    )
+    s.add_argument(
+        "--engine",
+        default="torch",
+        metavar="{torch,FILE.onnx}",
+        help="run the network with PyTorch, or with ONNX Runtime on a graph exported from this bundle by "
+        "`pcbsiam export` (fp32 or int8), shared by the worker threads",
     )
     s.add_argument(
         "--log-level",

@@ -13,7 +13,7 @@ import numpy as np
 
 from pcbsiam.data.protocol import PatchIndex
 from pcbsiam.data.store import BoardStore
-from pcbsiam.data.transforms import context_box, crop, crop_pair, registered_box
+from pcbsiam.data.transforms import context_box, crop, crop_pair, registered_boxes
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class PatchCropper:
         self.shifts = store.shifts  # (n_boards, 2) tested-vs-reference offsets when registered
         self.local_shift = store.local_shift
         self._reference_boxes: dict[int, tuple[int, int, int, int]] = {}
+        self._board_patches: dict[int, np.ndarray] | None = None
         self._fill: dict[int, int] = {}
 
     def _box(self, i: int) -> tuple[int, int, int, int]:
@@ -115,12 +116,30 @@ class PatchCropper:
         shift and the local refinement, context included)."""
         if self.shifts is None:
             return self._box(i)
-        if i not in self._reference_boxes:  # the local refinement searches: once per patch
+        if i not in self._reference_boxes:  # the local refinement searches once, for all the board's patches
             b = int(self.index.rows[i]["board"])
-            self._reference_boxes[i] = registered_box(
-                self.store.tested[b], self.store.reference[b], self._box(i), self.shifts[b], self.local_shift
+            patches = self._patches_of(b)
+            boxes = registered_boxes(
+                self.store.tested[b],
+                self.store.reference[b],
+                [self._box(int(j)) for j in patches],
+                self.shifts[b],
+                self.local_shift,
             )
+            for j, box in zip(patches, boxes, strict=True):
+                self._reference_boxes[int(j)] = tuple(int(v) for v in box)
         return self._reference_boxes[i]
+
+    def _patches_of(self, board: int) -> np.ndarray:
+        """Indices of the patches of ``board``, in index order."""
+        if self._board_patches is None:
+            boards = self.index.rows["board"]
+            order = np.argsort(boards, kind="stable")
+            starts = np.flatnonzero(np.r_[True, boards[order][1:] != boards[order][:-1]])
+            self._board_patches = {
+                int(boards[order[s]]): part for s, part in zip(starts, np.split(order, starts[1:]), strict=True)
+            }
+        return self._board_patches[board]
 
     def reference_key(self, i: int) -> tuple[str, int, int, int, int]:
         """What identifies patch ``i``'s reference crop: its image's path and its box.

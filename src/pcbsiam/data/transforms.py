@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numpy.lib.stride_tricks import sliding_window_view
 
 #: ImageNet statistics reduced to one grey channel (mean and std of the RGB means).
 GREY_MEAN = 0.449
@@ -77,44 +76,150 @@ def crop_pair(
     return t, r
 
 
-def refine_shift(
-    tested: np.ndarray, reference: np.ndarray, box: tuple[int, int, int, int], reference_box: tuple, radius: int
-) -> tuple[int, int]:
-    """The move of ``reference_box`` within +-``radius`` px that best matches the tested crop.
+def _shared_offset_groups(boxes: np.ndarray, reference_boxes: np.ndarray) -> list[np.ndarray]:
+    """Indices of the boxes that share one reference offset and gain by a joint search (overlapping or
+    tightly packed boxes, as a grid of tiles); the others one by one."""
+    offsets = reference_boxes[:, :2] - boxes[:, :2]
+    groups: list[np.ndarray] = []
+    for off in np.unique(offsets, axis=0):
+        members = np.flatnonzero((offsets == off).all(axis=1))
+        b = boxes[members]
+        union = (b[:, 0].min(), b[:, 1].min(), (b[:, 0] + b[:, 2]).max(), (b[:, 1] + b[:, 3]).max())
+        union_area = int(union[2] - union[0]) * int(union[3] - union[1])
+        if len(members) > 1 and union_area <= int((b[:, 2] * b[:, 3]).sum()):
+            groups.append(members)
+        else:
+            groups.extend(members[:, None])
+    return groups
+
+
+def _move_costs(
+    tested: np.ndarray, reference: np.ndarray, boxes: np.ndarray, offset: tuple[int, int], radius: int
+) -> np.ndarray:
+    """(N, (2r+1)^2) mean absolute differences of ``boxes`` against the reference at ``offset`` plus each move.
+
+    Every move's difference map is computed once over the boxes' union and summed per box through
+    block sums on the coarsest grid their edges lie on (16 px for tiles with 16 px of context).
+    """
+    y0, x0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
+    y1, x1 = int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max())
+    edges = np.concatenate(
+        [boxes[:, 0] - y0, boxes[:, 0] + boxes[:, 2] - y0, boxes[:, 1] - x0, boxes[:, 1] + boxes[:, 3] - x0]
+    )
+    g = int(np.gcd.reduce(edges))
+    by0, by1 = (boxes[:, 0] - y0) // g, (boxes[:, 0] + boxes[:, 2] - y0) // g
+    bx0, bx1 = (boxes[:, 1] - x0) // g, (boxes[:, 1] + boxes[:, 3] - x0) // g
+    (H, W), (Hr, Wr) = tested.shape, reference.shape
+    moves = np.arange(-radius, radius + 1)
+    sums = np.zeros((len(boxes), len(moves) ** 2), np.int64)
+    counts = np.zeros_like(sums)
+    diff = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    high = np.empty_like(diff)
+    acc = np.uint16 if g * 255 < 2**16 else np.uint64  # column sums of g rows
+    for k, (my, mx) in enumerate((a, b) for a in moves for b in moves):
+        oy, ox = offset[0] + my, offset[1] + mx
+        # tested pixels (y, x) of the union whose reference pixel (y + oy, x + ox) exists
+        vy0, vy1 = max(0, -oy, y0), min(H, Hr - oy, y1)
+        vx0, vx1 = max(0, -ox, x0), min(W, Wr - ox, x1)
+        diff[:] = 0
+        if vy1 > vy0 and vx1 > vx0:
+            t = tested[vy0:vy1, vx0:vx1]
+            r = reference[vy0 + oy : vy1 + oy, vx0 + ox : vx1 + ox]
+            part = (slice(vy0 - y0, vy1 - y0), slice(vx0 - x0, vx1 - x0))
+            np.maximum(t, r, out=high[part])
+            np.minimum(t, r, out=diff[part])
+            np.subtract(high[part], diff[part], out=diff[part])  # |t - r| in uint8
+        blocks = (
+            diff.reshape(-1, g, x1 - x0)
+            .sum(axis=1, dtype=acc)
+            .reshape(-1, (x1 - x0) // g, g)
+            .sum(axis=2, dtype=np.int64)
+        )
+        table = np.zeros((blocks.shape[0] + 1, blocks.shape[1] + 1), np.int64)
+        table[1:, 1:] = blocks.cumsum(0).cumsum(1)
+        sums[:, k] = table[by1, bx1] - table[by0, bx1] - table[by1, bx0] + table[by0, bx0]
+        ch = np.maximum(np.minimum(boxes[:, 0] + boxes[:, 2], vy1) - np.maximum(boxes[:, 0], vy0), 0)
+        cw = np.maximum(np.minimum(boxes[:, 1] + boxes[:, 3], vx1) - np.maximum(boxes[:, 1], vx0), 0)
+        counts[:, k] = ch * cw
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+
+
+def refine_shifts(
+    tested: np.ndarray,
+    reference: np.ndarray,
+    boxes: np.ndarray | list[tuple[int, int, int, int]],
+    reference_boxes: np.ndarray | list[tuple[int, int, int, int]],
+    radius: int,
+) -> np.ndarray:
+    """The move of each reference box within +-``radius`` px that best matches its tested crop.
 
     Local registration on top of a board's global shift: boards are not perfectly rigid, and a few px
     of local misalignment look like a defect. The match is the mean absolute difference over the
-    pixels both crops have; ties go to the smallest move, so a featureless patch stays put.
+    pixels both crops have; ties go to the smallest move, then to the first in row-major order, so a
+    featureless patch stays put. Boxes that share an offset to their reference box and cover an area
+    together (a board's tiles) are searched together: each move's difference map is made once.
 
     Args:
-        tested: (H, W) uint8 tested image; ``box`` its crop (y, x, h, w).
-        reference: (H', W') uint8 reference image; ``reference_box`` the crop before refinement.
+        tested: (H, W) uint8 tested image.
+        reference: (H', W') uint8 reference image.
+        boxes: (N, 4) tested crops (y, x, h, w); they may leave the image.
+        reference_boxes: (N, 4) the reference crops before refinement, same h and w as ``boxes``.
         radius: largest move in px per axis.
 
     Returns:
-        (dy, dx) to add to ``reference_box``'s corner.
+        (N, 2) int64 (dy, dx) to add to each reference box's corner.
     """
-    if radius <= 0:
-        return 0, 0
-    y, x, h, w = reference_box
-    t = crop(tested, *box, fill=0).astype(np.int16)
-    t_ok = inside(*box, tested.shape)
-    big = crop(reference, y - radius, x - radius, h + 2 * radius, w + 2 * radius, fill=0).astype(np.int16)
-    big_ok = inside(y - radius, x - radius, h + 2 * radius, w + 2 * radius, reference.shape)
-    side = 2 * radius + 1
-    diff = np.abs(sliding_window_view(big, (h, w)) - t)  # (side, side, h, w): every move at once
-    if t_ok.all() and big_ok.all():
-        sums, counts = diff.sum(axis=(2, 3), dtype=np.int64), np.full((side, side), h * w, np.int64)
-    else:
-        ok = sliding_window_view(big_ok, (h, w)) & t_ok
-        sums, counts = np.where(ok, diff, 0).sum(axis=(2, 3), dtype=np.int64), ok.sum(axis=(2, 3))
-    cost = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)  # the same means as a loop over moves
+    if np.asarray(tested).dtype != np.uint8 or np.asarray(reference).dtype != np.uint8:
+        raise TypeError("refine_shifts compares uint8 images")
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    reference_boxes = np.asarray(reference_boxes, dtype=np.int64).reshape(-1, 4)
+    out = np.zeros((len(boxes), 2), np.int64)
+    if radius <= 0 or len(boxes) == 0:
+        return out
     moves = np.arange(-radius, radius + 1)
-    manhattan = np.abs(moves)[:, None] + np.abs(moves)[None, :]
-    # least cost, then the smallest move, then the first in row-major order (dy, then dx ascending)
-    order = np.lexsort((np.arange(side * side), manhattan.ravel(), cost.ravel()))
-    k = int(order[0])
-    return int(moves[k // side]), int(moves[k % side])
+    side = len(moves)
+    manhattan = (np.abs(moves)[:, None] + np.abs(moves)[None, :]).ravel()
+    rank = np.arange(side * side)
+    for members in _shared_offset_groups(boxes, reference_boxes):
+        offset = tuple(int(v) for v in reference_boxes[members[0], :2] - boxes[members[0], :2])
+        cost = _move_costs(tested, reference, boxes[members], offset, radius)
+        # least cost, then the smallest move, then the first in row-major order (dy, then dx ascending)
+        best = np.lexsort((np.broadcast_to(rank, cost.shape), np.broadcast_to(manhattan, cost.shape), cost))[:, 0]
+        out[members, 0], out[members, 1] = moves[best // side], moves[best % side]
+    return out
+
+
+def refine_shift(
+    tested: np.ndarray, reference: np.ndarray, box: tuple[int, int, int, int], reference_box: tuple, radius: int
+) -> tuple[int, int]:
+    """:func:`refine_shifts` of one box: (dy, dx) to add to ``reference_box``'s corner."""
+    dy, dx = refine_shifts(tested, reference, [box], [reference_box], radius)[0]
+    return int(dy), int(dx)
+
+
+def registered_boxes(
+    tested: np.ndarray,
+    reference: np.ndarray,
+    boxes: np.ndarray | list[tuple[int, int, int, int]],
+    shift: tuple[int, int],
+    local_shift: int = 0,
+) -> np.ndarray:
+    """The reference crops that show what ``boxes`` of the tested image should show.
+
+    Args:
+        tested: (H, W) uint8 tested image; ``boxes`` (N, 4) crops (y, x, h, w) of it.
+        reference: (H', W') uint8 reference image.
+        shift: the board's global (dy, dx), ``tested[y, x] ~ reference[y - dy, x - dx]``.
+        local_shift: each crop then moves by up to this many px to its best match (:func:`refine_shifts`).
+
+    Returns:
+        (N, 4) int64 (y, x, h, w) in ``reference``.
+    """
+    moved = np.asarray(boxes, dtype=np.int64).reshape(-1, 4).copy()
+    moved[:, 0] -= int(shift[0])
+    moved[:, 1] -= int(shift[1])
+    moved[:, :2] += refine_shifts(tested, reference, boxes, moved, local_shift)
+    return moved
 
 
 def registered_box(
@@ -124,21 +229,9 @@ def registered_box(
     shift: tuple[int, int],
     local_shift: int = 0,
 ) -> tuple[int, int, int, int]:
-    """The reference crop that shows what ``box`` of the tested image should show.
-
-    Args:
-        tested: (H, W) uint8 tested image; ``box`` a crop (y, x, h, w) of it.
-        reference: (H', W') uint8 reference image.
-        shift: the board's global (dy, dx), ``tested[y, x] ~ reference[y - dy, x - dx]``.
-        local_shift: the crop then moves by up to this many px to the best match (:func:`refine_shift`).
-
-    Returns:
-        (y, x, h, w) in ``reference``.
-    """
-    y, x, h, w = box
-    moved = (y - int(shift[0]), x - int(shift[1]), h, w)
-    dy, dx = refine_shift(tested, reference, box, moved, local_shift)
-    return moved[0] + dy, moved[1] + dx, h, w
+    """:func:`registered_boxes` of one box: (y, x, h, w) in ``reference``."""
+    y, x, h, w = registered_boxes(tested, reference, [box], shift, local_shift)[0]
+    return int(y), int(x), int(h), int(w)
 
 
 def to_tensor(patches: np.ndarray | list[np.ndarray], size: int) -> torch.Tensor:

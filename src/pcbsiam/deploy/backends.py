@@ -18,7 +18,7 @@ import torch
 from pcbsiam.data.crops import PatchSpec
 from pcbsiam.deploy.bundle import Bundle
 from pcbsiam.deploy.export import export_onnx, graph_inputs, ort_session, quantize_int8, read_metadata
-from pcbsiam.errors import PcbsiamError
+from pcbsiam.errors import ConfigError, PcbsiamError
 
 ENGINES = ("torch", "onnx-fp32", "onnx-int8")
 
@@ -209,3 +209,44 @@ def make_engine(
     if not int8.is_file():
         quantize_int8(fp32, int8, patches, calibration_references)
     return OrtEngine(int8, threads, name)
+
+
+def engine_kind(spec: str | Path | None) -> str:
+    """``torch`` for ``None`` / ``"torch"``, else ``onnx-fp32`` or ``onnx-int8`` from an exported graph's metadata.
+
+    Raises:
+        ConfigError: ``spec`` is neither ``torch`` nor an existing file.
+    """
+    if spec is None or str(spec) == "torch":
+        return "torch"
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(
+            f"engine {str(spec)!r} is neither 'torch' nor an ONNX file; write one with `pcbsiam export --model "
+            "BUNDLE --onnx FILE` (add --int8 --data ROOT for the int8 graph)"
+        )
+    return "onnx-int8" if "quantization" in read_metadata(path) else "onnx-fp32"
+
+
+def engine_for(spec: str | Path | None, bundle: Bundle, threads: int | None = None) -> Engine | None:
+    """The engine an inspection runs its network on: None for the bundle's own PyTorch network, or ONNX
+    Runtime on a graph exported from this bundle (``pcbsiam export``, fp32 or int8).
+
+    Args:
+        spec: ``torch`` (or None), or the path of an ONNX file.
+        bundle: the bundle the graph must come from: same patch geometry and threshold.
+        threads: ONNX Runtime intra-op threads (default ``torch.get_num_threads()``).
+
+    Raises:
+        ConfigError: not ``torch`` and not a file.
+        PcbsiamError: the graph is not pcbsiam's, or was exported from another bundle.
+    """
+    if engine_kind(spec) == "torch":
+        return None
+    engine = OrtEngine(Path(str(spec)), threads)
+    if engine.spec != bundle.spec or not np.isclose(engine.threshold, bundle.threshold, rtol=1e-6, atol=1e-9):
+        raise PcbsiamError(
+            f"{spec} was exported from another bundle (threshold {engine.threshold:.6g}, {engine.spec}) than "
+            f"the one given (threshold {bundle.threshold:.6g}, {bundle.spec}); export it again from this bundle"
+        )
+    return engine

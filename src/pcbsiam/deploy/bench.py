@@ -230,7 +230,7 @@ def format_infer_table(rows: list[dict]) -> str:
 
 # --- end-to-end inspection speed ---------------------------------------------------------------------
 
-STAGES = ("decode", "register", "crop", "network", "rest")
+STAGES = ("decode", "register", "crop", "gate", "network", "rest")
 
 
 def bench_inspect(
@@ -244,6 +244,8 @@ def bench_inspect(
     warmup: int = 2,
     peak_seconds: float = 3.0,
     progress: Callable[[int, int], None] | None = None,
+    pipeline: str = "auto",
+    threads: int | None = None,
 ) -> dict:
     """End-to-end inspection speed over real boards, with the classical comparison timed on the same boards.
 
@@ -263,6 +265,12 @@ def bench_inspect(
         warmup: untimed inspections of the first board before timing.
         peak_seconds: how long to measure the fp32 GEMM peak (the roof of the network stage).
         progress: called with (boards done, boards) after each board.
+        pipeline: ``on``: decode, register and crop the next board in a second thread while the network
+            scores this one (:meth:`~pcbsiam.deploy.inspector.Inspector.stream`), the network on one
+            thread fewer; ``off``: one stage after the other; ``auto``: as ``inspect --batch`` decides
+            (:func:`~pcbsiam.deploy.inspector.pipeline_plan`). With the pipeline the stages overlap: their
+            times add up to more than the wall time.
+        threads: threads of the whole inspection (default ``torch.get_num_threads()``).
 
     Returns:
         boards, engine, model boards/s and classical boards/s (decoding included), their ratio, the share
@@ -277,7 +285,7 @@ def bench_inspect(
     from pcbsiam.data.sources import read_boards
     from pcbsiam.deploy.backends import make_engine
     from pcbsiam.deploy.export import data_patches
-    from pcbsiam.deploy.inspector import Inspector
+    from pcbsiam.deploy.inspector import Inspector, pipeline_plan
     from pcbsiam.errors import PcbsiamError
     from pcbsiam.evaluation.baseline import ClassicalComparator, tile_scores
 
@@ -285,9 +293,12 @@ def bench_inspect(
     if not pairs:
         raise PcbsiamError(f"no readable board in {root} ({split}) to time")
     spec = bundle.spec
+    pipelined, net_threads = pipeline_plan(pipeline, engine, threads or torch.get_num_threads())
+    all_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="pcbsiam-bench-") as tmp:
         calib = data_patches(bundle, root, split, n=64) if engine == "onnx-int8" else (None, None)
-        backend = make_engine(engine, bundle, workdir or tmp, calib[0], calibration_references=calib[1])
+        torch.set_num_threads(net_threads)
+        backend = make_engine(engine, bundle, workdir or tmp, calib[0], net_threads, calib[1])
         inspector = Inspector(bundle, batch_size=batch_size, engine=None if engine == "torch" else backend)
         first = (load_gray(pairs[0].tested), load_gray(pairs[0].template))
         for _ in range(warmup):
@@ -296,11 +307,10 @@ def bench_inspect(
         stages = dict.fromkeys(STAGES, 0.0)
         tiles = scored = 0
         t_start = time.perf_counter()
-        for k, pair in enumerate(pairs):
-            t0 = time.perf_counter()
-            tested, template = load_gray(pair.tested), load_gray(pair.template)
-            stages["decode"] += time.perf_counter() - t0
-            result = inspector.inspect(tested, template)
+        results = inspector.stream(pairs, lambda p: (load_gray(p.tested), load_gray(p.template)), pipelined)
+        for k, (pair, result) in enumerate(results):
+            if isinstance(result, Exception):
+                raise PcbsiamError(f"{pair.name}: {result}")
             for name, sec in result.timings.items():
                 stages[name] += sec
             tiles += len(result.tiles)
@@ -308,6 +318,7 @@ def bench_inspect(
             if progress is not None:
                 progress(k + 1, len(pairs))
         model_seconds = time.perf_counter() - t_start
+        torch.set_num_threads(all_threads)
         comparator = ClassicalComparator(allow_unregistered=True)
         t_start = time.perf_counter()
         for pair in pairs:
@@ -329,6 +340,7 @@ def bench_inspect(
         "scored_tiles": scored,
         "gate": bundle.cfg.model.gate,
         "engine": engine,
+        "pipeline": pipelined,
         "mode": bundle.cfg.model.mode,
         "backbone": bundle.cfg.model.backbone,
         "input_size": spec.input_size,
@@ -341,6 +353,7 @@ def bench_inspect(
         "peak_gflops": round(peak, 1),
         "network_share_of_peak": round(net_gflops / peak, 3),
         **roof,
-        "threads": torch.get_num_threads(),
+        "threads": all_threads,
+        "network_threads": net_threads,
         "load_avg": round(load, 2),
     }

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +28,8 @@ from pcbsiam.models.band import TileGate, gated_scores
 
 if TYPE_CHECKING:
     from pcbsiam.detection.factory import Detector
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,8 +56,9 @@ class Inspection:
         size: (H, W) of the tested image.
         seconds: time taken.
         score_name: what the tile scores are, as the model names them (``L2 distance``, ``defect score (logit)``).
-        timings: seconds per stage: ``register``, ``crop`` (tiles and crops), ``network`` (tensors, the
-            gate and the network), ``rest`` (threshold and results), and ``detect`` with a detector.
+        timings: seconds per stage: ``register``, ``crop`` (tiles and crops), ``gate`` (the tile gate on the
+            uint8 crops, when they need no resizing), ``network`` (tensors, the gate on tensors otherwise,
+            and the network), ``rest`` (threshold and results), and ``detect`` with a detector.
         scored_tiles: tiles the network scored (the others were skipped by the gate, ``model.gate``).
         detections: typed defect boxes of the inspector's detector (none without one), highest confidence
             first: ``{"box": [x1, y1, x2, y2], "type": name, "code": 1..6, "confidence": c}`` in tested-image
@@ -90,6 +95,36 @@ class Inspection:
         return np.array([[*d["box"], d["confidence"], d["code"]] for d in self.detections], dtype=np.float64).reshape(
             -1, 6
         )
+
+
+@dataclass
+class Prepared:
+    """A board ready for the network (:meth:`Inspector.prepare`).
+
+    Attributes:
+        tested: (H, W) uint8 tested image.
+        reference: (H, W) uint8 reference image.
+        name: the registered board's name when the reference was given by name.
+        shift: the tested image's registration onto the reference.
+        tiles: (M, 4) tiles (y, x, h, w) of the tested image.
+        boxes: the M reference crop boxes (y, x, h, w), context included.
+        tested_crops: M (h, w) uint8 tested crops.
+        reference_crops: M (h, w) uint8 reference crops.
+        timings: seconds of the stages so far (``register``, ``crop``, ``gate``; ``decode`` in a stream).
+        keep: (M,) bool, the tile gate's verdicts on the uint8 crops (True: the network scores the tile);
+            None without a gate, or when the crops must be resized first (the gate then runs on tensors).
+    """
+
+    tested: np.ndarray
+    reference: np.ndarray
+    name: str | None
+    shift: Shift
+    tiles: np.ndarray
+    boxes: list[tuple[int, int, int, int]]
+    tested_crops: list[np.ndarray]
+    reference_crops: list[np.ndarray]
+    timings: dict[str, float]
+    keep: np.ndarray | None = None
 
 
 def make_inspection_detector(spec: str | Path | None, device: str = "cpu") -> Detector | None:
@@ -129,6 +164,33 @@ def board_tiles(height: int, width: int, tile: int, overlap: float = 0.0) -> np.
     if height < tile or width < tile:
         raise PcbsiamError(f"image of {width}x{height} px is smaller than one {tile} px tile")
     return tile_grid(height, width, tile, overlap_stride(tile, overlap), cover=True)
+
+
+#: How ``--pipeline`` values are spelt.
+PIPELINE_CHOICES = ("auto", "on", "off")
+
+
+def pipeline_plan(pipeline: str, engine: str, threads: int) -> tuple[bool, int]:
+    """Whether a stream of boards runs as a pipeline (:meth:`Inspector.stream`), and the network's threads.
+
+    In a pipeline one core prepares the next board (decoding, registration, crops: about 45 ms a 640 px
+    board) while the network scores this one on the other cores. That pays when the network is about as
+    fast as the preparation: measured on 2 cores (docs/RESULTS.md), int8 went from 10.7 to 13.9 boards/s,
+    while PyTorch and ONNX fp32, whose network takes 2-3 times longer on one core, lost (6.3 -> 4.2 and
+    6.4 -> 6.0). ``auto`` therefore pipelines the int8 engine only.
+
+    Args:
+        pipeline: ``auto``, ``on`` or ``off``.
+        engine: ``torch``, ``onnx-fp32`` or ``onnx-int8``.
+        threads: the threads the whole inspection may use.
+
+    Returns:
+        (pipelined, network threads): with the pipeline, one thread fewer for the network (at least one).
+    """
+    if pipeline not in PIPELINE_CHOICES:
+        raise PcbsiamError(f"pipeline must be one of {', '.join(PIPELINE_CHOICES)}, got {pipeline!r}")
+    on = pipeline == "on" or (pipeline == "auto" and engine == "onnx-int8")
+    return on, max(1, threads - 1) if on else max(1, threads)
 
 
 class Inspector:
@@ -205,7 +267,11 @@ class Inspector:
 
     @torch.inference_mode()
     def score_tiles(
-        self, tested_crops: list[np.ndarray], reference_crops: list[np.ndarray], key: object
+        self,
+        tested_crops: list[np.ndarray],
+        reference_crops: list[np.ndarray],
+        key: object,
+        keep: np.ndarray | None = None,
     ) -> tuple[np.ndarray, int]:
         """Scores (M,) of tile crop pairs, ``batch_size`` tiles at a time, so that the memory a board needs
         does not grow with its size beyond its crops and, for a registered board (``key``), its cached
@@ -213,44 +279,68 @@ class Inspector:
         (``model.gate``), tiles the tolerance-band comparison finds empty get the model's null score
         without running the network.
 
+        Args:
+            tested_crops: M (h, w) uint8 tested crops.
+            reference_crops: M (h, w) uint8 reference crops.
+            key: the registered board's cache key (None: nothing cached).
+            keep: (M,) bool, the gate's verdicts when already known (:meth:`prepare`): only those tiles
+                become tensors and go through the network.
+
         Returns:
             (M,) scores and the number of tiles the network scored.
         """
         size = self.spec.input_size
-        scored = 0
         shared = self.engine is None and self.model.encodes_references and key is not None
         ref_all = self.reference_encodings(key, reference_crops) if shared else None
-        out = []
+        if keep is not None:
+            out = np.full(len(tested_crops), self.model.null_score, np.float32)
+            kept = np.flatnonzero(keep)
+            for s in range(0, len(kept), self.batch_size):
+                rows = kept[s : s + self.batch_size]
+                tested = to_tensor([tested_crops[i] for i in rows], size)
+                reference = None if ref_all is not None else to_tensor([reference_crops[i] for i in rows], size)
+                out[rows] = self._network(tested, reference, ref_all, torch.from_numpy(rows)).float().numpy()
+            return out, len(kept)
+        scored = 0
+        out_parts = []
         for s in range(0, len(tested_crops), self.batch_size):
             part = slice(s, s + self.batch_size)
             tested = to_tensor(tested_crops[part], size)
             # the reference pixels are needed by the gate and by whatever has no cached encodings
             needed = self.gate is not None or ref_all is None
             reference = to_tensor(reference_crops[part], size) if needed else tested
+            start = s
 
             def run(
                 keep: torch.Tensor,
                 tested: torch.Tensor = tested,
                 reference: torch.Tensor = reference,
-                part: slice = part,
+                start: int = start,
             ) -> torch.Tensor:
                 nonlocal scored
                 scored += int(keep.sum())
-                if self.engine is not None:
-                    return torch.from_numpy(
-                        np.asarray(self.engine.compare(tested[keep].numpy(), reference[keep].numpy())[0])
-                    )
-                if ref_all is None:
-                    with autocast(self.device):
-                        ref = self.model.encode(reference[keep].to(self.device))
-                else:
-                    rows = torch.arange(part.start, part.start + len(tested))[keep]
-                    ref = [r[rows] for r in ref_all] if isinstance(ref_all, list) else ref_all[rows]
-                with autocast(self.device):
-                    return self.model.compare(self.model.encode(tested[keep].to(self.device)), ref)
+                rows = torch.arange(start, start + len(tested))[keep]
+                return self._network(tested[keep], None if ref_all is not None else reference[keep], ref_all, rows)
 
-            out.append(gated_scores(self.gate, tested, reference, run, self.model.null_score).float().numpy())
-        return (np.concatenate(out) if out else np.zeros(0, np.float32)), scored
+            out_parts.append(gated_scores(self.gate, tested, reference, run, self.model.null_score).float().numpy())
+        return (np.concatenate(out_parts) if out_parts else np.zeros(0, np.float32)), scored
+
+    def _network(
+        self, tested: torch.Tensor, reference: torch.Tensor | None, ref_all: Encoded | None, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """(K,) scores of (K, 1, S, S) tested tiles against their reference tiles, or against rows ``rows`` of a
+        board's cached reference encodings ``ref_all`` (then ``reference`` is None)."""
+        if self.engine is not None:
+            assert reference is not None
+            return torch.from_numpy(np.asarray(self.engine.compare(tested.numpy(), reference.numpy())[0]))
+        if ref_all is None:
+            assert reference is not None
+            with autocast(self.device):
+                ref = self.model.encode(reference.to(self.device))
+        else:
+            ref = [r[rows] for r in ref_all] if isinstance(ref_all, list) else ref_all[rows]
+        with autocast(self.device):
+            return self.model.compare(self.model.encode(tested.to(self.device)), ref)
 
     def crop_tiles(
         self, tested: np.ndarray, reference: np.ndarray, tiles: np.ndarray, shift: Shift
@@ -281,10 +371,9 @@ class Inspector:
             )
         return estimate_shift(tested, reference, max_shift=self.max_shift)
 
-    @torch.inference_mode()
-    def inspect(self, tested: np.ndarray, reference: np.ndarray | str, register: bool = True) -> Inspection:
-        """Verdict on a (H, W) uint8 tested board against a reference image or a registered board name, and
-        the detector's boxes when the inspector has one.
+    def prepare(self, tested: np.ndarray, reference: np.ndarray | str, register: bool = True) -> Prepared:
+        """Everything of an inspection before the network (NumPy only, so it can run in a second thread while
+        the network scores the previous board): the reference, the registration, the tiles and their crops.
 
         Raises:
             RegistrationError: sizes differ, or no shift within ``max_shift`` matches.
@@ -303,33 +392,105 @@ class Inspector:
         tiles = board_tiles(*tested.shape, self.spec.patch, self.overlap)
         boxes, tested_crops, reference_crops = self.crop_tiles(tested, reference, tiles, shift)
         t2 = time.perf_counter()
+        keep = None
+        if self.gate is not None and tested_crops:  # the gate on the uint8 crops, where they need no resizing
+            keep = self.gate.keep_crops(np.stack(tested_crops), np.stack(reference_crops))
+        timings = {"register": t1 - t0, "crop": t2 - t1, "gate": time.perf_counter() - t2}
+        return Prepared(tested, reference, name, shift, tiles, boxes, tested_crops, reference_crops, timings, keep)
+
+    @torch.inference_mode()
+    def finish(self, prepared: Prepared) -> Inspection:
+        """The network, the verdict and the detector's boxes of a board after :meth:`prepare`."""
+        p = prepared
+        t2 = time.perf_counter()
         scores, scored = self.score_tiles(
-            tested_crops, reference_crops, (name, tuple(boxes)) if name is not None else None
+            p.tested_crops, p.reference_crops, (p.name, tuple(p.boxes)) if p.name is not None else None, p.keep
         )
         t3 = time.perf_counter()
         thr = self.bundle.threshold
         results = [
             TileResult(int(y), int(x), int(h), int(w), float(s), bool(s > thr))
-            for (y, x, h, w), s in zip(tiles.tolist(), scores, strict=True)
+            for (y, x, h, w), s in zip(p.tiles.tolist(), scores, strict=True)
         ]
-        timings = {"register": t1 - t0, "crop": t2 - t1, "network": t3 - t2, "rest": time.perf_counter() - t3}
+        timings = p.timings | {"network": t3 - t2, "rest": time.perf_counter() - t3}
         detections = []
         if self.detector is not None:
             t4 = time.perf_counter()
-            detections = self.detect(tested, reference)
+            detections = self.detect(p.tested, p.reference)
             timings["detect"] = time.perf_counter() - t4
         return Inspection(
             any(r.defective for r in results),
             thr,
-            {"dy": shift.dy, "dx": shift.dx, "score": round(shift.score, 4)},
+            {"dy": p.shift.dy, "dx": p.shift.dx, "score": round(p.shift.score, 4)},
             results,
-            (int(tested.shape[0]), int(tested.shape[1])),
-            time.perf_counter() - t0,
+            (int(p.tested.shape[0]), int(p.tested.shape[1])),
+            sum(timings.values()),
             self.model.score_label,
             timings,
             scored,
             detections,
         )
+
+    def inspect(self, tested: np.ndarray, reference: np.ndarray | str, register: bool = True) -> Inspection:
+        """Verdict on a (H, W) uint8 tested board against a reference image or a registered board name, and
+        the detector's boxes when the inspector has one (:meth:`prepare`, then :meth:`finish`).
+
+        Raises:
+            RegistrationError: sizes differ, or no shift within ``max_shift`` matches.
+            PcbsiamError: an unknown board name, or an image smaller than a tile.
+        """
+        return self.finish(self.prepare(tested, reference, register))
+
+    def stream(
+        self,
+        items: Iterable[T],
+        load: Callable[[T], tuple[np.ndarray, np.ndarray | str]],
+        pipeline: bool = True,
+    ) -> Iterator[tuple[T, Inspection | PcbsiamError]]:
+        """Inspect many boards as a two-stage pipeline: a second thread loads (``load``: decoding) and
+        prepares (:meth:`prepare`) the next board while this one runs the network and decides. On 2 cores this
+        keeps both busy: the NumPy stages use one, the network the other (and both when it is alone).
+
+        Args:
+            items: whatever names a board (paths, records).
+            load: ``item -> (tested, reference)`` as :meth:`inspect` takes them.
+            pipeline: False to do every stage in this thread, one board after the other.
+
+        Yields:
+            ``(item, Inspection)`` in the order of ``items``, or ``(item, error)`` for a board that could not be
+            loaded or inspected (the sentence of a :class:`~pcbsiam.errors.PcbsiamError`).
+        """
+
+        def ready(item: T) -> Prepared:
+            t0 = time.perf_counter()
+            tested, reference = load(item)
+            t1 = time.perf_counter()
+            prepared = self.prepare(tested, reference)
+            prepared.timings["decode"] = t1 - t0
+            return prepared
+
+        if not pipeline:
+            for item in items:
+                try:
+                    yield item, self.finish(ready(item))
+                except PcbsiamError as exc:
+                    yield item, exc
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcbsiam-prepare") as pool:
+            it = iter(items)
+            pending: deque[tuple[T, Future[Prepared]]] = deque()
+            for item in it:
+                pending.append((item, pool.submit(ready, item)))
+                break
+            while pending:
+                item, future = pending.popleft()
+                for nxt in it:  # the next board's preparation starts before this one's network
+                    pending.append((nxt, pool.submit(ready, nxt)))
+                    break
+                try:
+                    yield item, self.finish(future.result())
+                except PcbsiamError as exc:
+                    yield item, exc
 
     def detect(self, tested: np.ndarray, reference: np.ndarray) -> list[dict]:
         """Records (:meth:`~pcbsiam.detection.records.Detections.records`, boxes to 0.1 px) of the detector's

@@ -105,18 +105,23 @@ def run_fold(
     train = load_subset(root, split, "train", val_items, spec, cfg.data.cache_dir, calib_patches, seed=1)
     held = load_subset(root, split, "val", val_items, spec, cfg.data.cache_dir)
     score = model_scorer(bundle, device)
-    model_thr = _thresholds(score(train.store, train.index), train.index.labels, policies)
+    calib_model = score(train.store, train.index)
+    model_thr = _thresholds(calib_model, train.index.labels, policies)
     model_scores = score(held.store, held.index)
     classical = classical_scorer()  # registers each whole board itself: the same patches, store shifts unused
-    classical_thr = _thresholds(classical(train.store, train.index), train.index.labels, policies)
+    calib_classical = classical(train.store, train.index)
+    classical_thr = _thresholds(calib_classical, train.index.labels, policies)
     classical_scores = classical(held.store, held.index)
     with atomic_path(run / "scores.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(
+        np.savez(  # the calibration scores too: other policies can be compared later without scoring again
             fh,
             model=model_scores,
             classical=classical_scores,
             labels=held.index.labels,
             defect=held.index.rows["defect"].astype(np.int64),
+            calib_model=calib_model,
+            calib_classical=calib_classical,
+            calib_labels=train.index.labels,
         )
     record = {
         "group": group,

@@ -13,19 +13,34 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pcbsiam.config import ModelConfig
-from pcbsiam.data.transforms import GREY_MEAN, GREY_STD
+from pcbsiam.data.transforms import GREY_MEAN, GREY_STD, to_tensor
 
 #: Band radius of the gate of models without a band channel (px).
 DEFAULT_GATE_RADIUS = 2
 
 
 def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary dilation of (B, 1, H, W) {0, 1} maps by a (2r+1)-square."""
-    return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
+    """Binary dilation of (B, 1, H, W) {0, 1} maps by a (2r+1)-square; outside the map counts as 0.
+
+    Separable, as a running maximum of shifted copies along rows, then columns: the same values as a
+    (2r+1)-square max pooling, several times faster on CPU than ``max_pool2d`` and exported to ONNX
+    as plain Pad / Slice / Max.
+    """
+    h, w = mask.shape[-2:]
+    rows = F.pad(mask, (0, 0, radius, radius))
+    out = rows[..., 0:h, :]
+    for k in range(1, 2 * radius + 1):
+        out = torch.maximum(out, rows[..., k : k + h, :])
+    cols = F.pad(out, (radius, radius))
+    out = cols[..., 0:w]
+    for k in range(1, 2 * radius + 1):
+        out = torch.maximum(out, cols[..., k : k + w])
+    return out
 
 
 def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -69,6 +84,8 @@ class TileGate:
         level: binarisation level, a fraction of full scale.
         window: (start, stop) of the tile plus margin along each side of the network's input, in
             input pixels.
+        input_size: side of the network's input; crops of this side are gated on their uint8 pixels
+            (:meth:`keep_crops`), others once resized (:meth:`keep`).
     """
 
     max_pixels: int
@@ -76,6 +93,7 @@ class TileGate:
     radius: int
     level: float
     window: tuple[int, int]
+    input_size: int = 0
 
     @classmethod
     def of(cls, cfg: ModelConfig, patch: int, context: int) -> TileGate | None:
@@ -88,7 +106,7 @@ class TileGate:
         hi = min(patch + 2 * context, context + patch + cfg.gate_margin)
         radius = cfg.band if cfg.band > 0 else DEFAULT_GATE_RADIUS
         window = (math.floor(lo * scale), min(cfg.input_size, math.ceil(hi * scale)))
-        return cls(cfg.gate, cfg.gate_margin, radius, cfg.band_level, window)
+        return cls(cfg.gate, cfg.gate_margin, radius, cfg.band_level, window, cfg.input_size)
 
     def counts(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B,) band-pixel counts inside the window of (B, 1, S, S) normalised pairs."""
@@ -99,6 +117,41 @@ class TileGate:
     def keep(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B,) bool: True for the pairs the network must score."""
         return self.counts(tested, reference) > self.max_pixels
+
+    def keep_crops(self, tested: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+        """:meth:`keep` of (B, S, S) uint8 crops that need no resizing (S = ``input_size``), in NumPy on booleans:
+        the same verdicts as on the normalised tensors, several times faster, and no tensors for the skipped
+        tiles. None for crops of another size (they must be resized first: use :meth:`keep`)."""
+        if tested.ndim != 3 or tested.shape[1:] != (self.input_size, self.input_size):
+            return None
+        copper = _copper_table(self.level)
+        t, r = copper[tested], copper[reference]
+        extra = t & ~_dilate_bool(r, self.radius)
+        missing = ~t & ~_dilate_bool(~r, self.radius)  # erosion of r, outside counting as copper
+        lo, hi = self.window
+        band = (extra | missing)[:, lo:hi, lo:hi]
+        return band.reshape(len(band), -1).sum(1) > self.max_pixels
+
+
+def _copper_table(level: float) -> np.ndarray:
+    """(256,) bool: which uint8 grey levels :func:`band_defects` counts as copper, found by the very
+    normalisation and comparison the tensors go through (no rounding can differ)."""
+    grey = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    cut = (level - GREY_MEAN) / GREY_STD
+    return (to_tensor(grey, 16) > cut).flatten().numpy()
+
+
+def _dilate_bool(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of (B, H, W) bool maps by a (2r+1)-square, outside counting as False."""
+    rows = mask.copy()
+    for k in range(1, radius + 1):
+        rows[:, k:] |= mask[:, :-k]
+        rows[:, :-k] |= mask[:, k:]
+    out = rows.copy()
+    for k in range(1, radius + 1):
+        out[:, :, k:] |= rows[:, :, :-k]
+        out[:, :, :-k] |= rows[:, :, k:]
+    return out
 
 
 def gated_scores(

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from pcbsiam.data.images import to_gray
+from pcbsiam.deploy.backends import engine_for
 from pcbsiam.deploy.bundle import load_bundle
 from pcbsiam.deploy.inspector import Inspection, Inspector, TileResult, make_inspection_detector
 from pcbsiam.errors import PcbsiamError, RegistrationError
@@ -188,6 +190,8 @@ class ServiceSettings:
             detector file (``pcbsiam train-detector``); ``None``: tile verdicts only. Each box is recorded in
             the ``detections`` table and drawn on the overlay; the verdict stays the tiles'. The classical
             detector takes copper to be dark, as in DeepPCB's images, and adds its time to each inspection's.
+        engine: ``torch`` (the bundle's network), or an ONNX graph exported from the bundle (``pcbsiam
+            export``, fp32 or int8) that every worker thread runs with ONNX Runtime.
     """
 
     max_upload_bytes: int = 20 * 2**20
@@ -202,6 +206,7 @@ class ServiceSettings:
     device: str = "cpu"
     store_images: bool = True
     detector: str | None = None
+    engine: str = "torch"
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1 or self.max_queue < 0:
@@ -239,6 +244,8 @@ class InspectionService:
         self.model_id = file_sha256(bundle_path)
         # one detector for every worker thread, like the network: detectors keep no state between pairs
         self.detector = make_inspection_detector(s.detector, s.device)
+        # one ONNX Runtime session for every worker thread (its run() may be called from several threads)
+        self.engine = engine_for(s.engine, self.bundle, torch.get_num_threads())
         Inspector(self.bundle, **s.inspector_args)  # fails now, with a sentence, on an uncalibrated model
         self.store = InspectionStore(db_url)
         self.capacity = s.max_concurrency + s.max_queue
@@ -262,7 +269,7 @@ class InspectionService:
         inspector = getattr(self._local, "inspector", None)
         if inspector is None:
             inspector = self._local.inspector = Inspector(
-                self.bundle, **self.settings.inspector_args, detector=self.detector
+                self.bundle, **self.settings.inspector_args, engine=self.engine, detector=self.detector
             )
         return inspector
 
