@@ -98,7 +98,7 @@ def test_no_mode_name_is_tested_outside_the_models() -> None:
 
 def test_packages_name_their_parts() -> None:
     flat = sorted(p.stem for p in SRC.glob("*.py") if p.stem != "__init__")
-    assert flat == ["checkpoint", "config", "demo", "devices", "errors", "io"], flat
+    assert flat == ["checkpoint", "config", "demo", "devices", "errors", "io", "progress"], flat
 
 
 def test_detection_stands_below_evaluation_and_deploy() -> None:

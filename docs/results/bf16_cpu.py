@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
 
 from pcbsiam.deploy.bundle import load_bundle
@@ -38,7 +38,8 @@ def main() -> None:
     bundle = load_bundle(a.model)
     model = bundle.model.eval()
     tested, reference = (torch.from_numpy(x) for x in data_patches(bundle, a.data, n=a.patches, seed=3))
-    out: dict = {"cpu_flags": sorted({f for f in open("/proc/cpuinfo").read().split() if "bf16" in f or "amx" in f})}
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    out: dict = {"cpu_flags": sorted({f for f in cpuinfo.split() if "bf16" in f or "amx" in f})}
 
     @torch.inference_mode()
     def scores(t: torch.Tensor, r: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -58,7 +59,7 @@ def main() -> None:
         for batch in (8, 32):
             t, r = tested[:batch], reference[:batch]
             out[f"infer_threads{threads}_batch{batch}"] = {
-                name: round(_rate(lambda bf=bf: scores(t, r, bf), batch), 1)
+                name: round(_rate(lambda bf=bf, t=t, r=r: scores(t, r, bf), batch), 1)
                 for name, bf in (("fp32_patches_per_s", False), ("bf16_patches_per_s", True))
             }
     torch.set_num_threads(2)

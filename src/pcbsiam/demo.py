@@ -13,7 +13,7 @@ from pcbsiam.data.store import load_store
 from pcbsiam.data.synth import write_dataset
 from pcbsiam.deploy.inspector import Inspector
 from pcbsiam.evaluation.evaluate import calibrate_model, evaluate_models
-from pcbsiam.io import write_json
+from pcbsiam.io import read_jsonl, write_json
 from pcbsiam.train.fit import fit
 from pcbsiam.viz.overlay import render_overlay
 from pcbsiam.viz.plots import plot_distance_histograms, plot_roc
@@ -51,8 +51,10 @@ def run_demo(
 
     log.info("stage 2/5: training (%s preset)", preset)
     run_dir = out / "run"
-    summary = fit(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file())
-    report["stages"]["train"] = {"run": str(run_dir), "best": summary["best"], "seconds": round(summary["seconds"], 1)}
+    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    before = epoch_seconds(run_dir) if resume else {}
+    summary = fit(cfg, run_dir, resume=resume)
+    report["stages"]["train"] = train_stage(run_dir, summary, before, epoch_seconds(run_dir))
 
     log.info("stage 3/5: calibrating the threshold on the training boards")
     bundle = calibrate_model(run_dir, data_root)
@@ -86,7 +88,7 @@ def run_demo(
     pair = next(p for p in store.pairs if p.name == val_name)
     tested = load_gray(pair.tested)
     inspection = Inspector(bundle, overlap=0.5).inspect(tested, load_gray(pair.template))
-    render_overlay(tested, inspection, out / "overlay.png", title=None)
+    render_overlay(tested, inspection, out / "overlay.png", truth=pair.boxes)
     write_json(out / "inspection.json", inspection.to_dict())
     report["stages"]["inspect"] = {
         "board": pair.name,
@@ -100,6 +102,35 @@ def run_demo(
     return report
 
 
+def epoch_seconds(run_dir: Path) -> dict[int, float]:
+    """Training seconds of each epoch the run folder's ``metrics.jsonl`` records (``{}`` for no run yet)."""
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    return {int(r["epoch"]): float(r.get("train_seconds", 0.0)) for r in records if r.get("kind") == "epoch"}
+
+
+def train_stage(run_dir: Path, summary: dict, before: dict[int, float], after: dict[int, float]) -> dict:
+    """The demo's training figures, saying whether the run was trained now, resumed or reused.
+
+    A run that had already trained every epoch is reused: :func:`~pcbsiam.train.fit.fit` returns at
+    once, so its ``seconds`` (this call's) would read 0.0; the time reported is then the run's own,
+    the sum of its epochs' training seconds.
+
+    Args:
+        run_dir: the run folder.
+        summary: what :func:`~pcbsiam.train.fit.fit` returned.
+        before: :func:`epoch_seconds` of the run folder before ``fit``.
+        after: :func:`epoch_seconds` after it.
+
+    Returns:
+        ``run``, ``best``, ``seconds`` and ``status``: ``trained``, ``resumed`` (it had trained some
+        epochs) or ``reused`` (``seconds`` is then the earlier epochs' training time).
+    """
+    reused = bool(before) and after.keys() == before.keys()
+    status = "reused" if reused else "resumed" if before else "trained"
+    seconds = sum(after.values()) if reused else summary["seconds"]
+    return {"run": str(run_dir), "best": summary["best"], "seconds": round(seconds, 1), "status": status}
+
+
 def format_summary(report: dict) -> str:
     """A short plain-text summary of the demo's figures."""
     st = report["stages"]
@@ -108,8 +139,13 @@ def format_summary(report: dict) -> str:
         f"data       {d['patches']} patches of synthetic boards, {d['defective']} defective "
         f"({d['defective_share']:.1%})"
     ]
-    b = st["train"]["best"]
-    lines.append(f"train      {st['train']['seconds']} s; best epoch {b['epoch']}: val AUROC {b['val_auroc']:.3f}")
+    t = st["train"]
+    b = t["best"]
+    when = {
+        "reused": f"reused {t['run']} (trained earlier, {t['seconds']} s of training)",
+        "resumed": f"{t['seconds']} s (resumed {t['run']})",
+    }.get(t.get("status", "trained"), f"{t['seconds']} s")
+    lines.append(f"train      {when}; best epoch {b['epoch']}: val AUROC {b['val_auroc']:.3f}")
     lines.append(
         f"calibrate  threshold {st['calibrate']['threshold']:.4f} (best training accuracy "
         f"{st['calibrate']['train_accuracy']:.3f})"

@@ -76,7 +76,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Corpus:
 
 TRAIN = "train --config tiny --data {data} --out {tmp}/new_run --set"
 RESUME = "train --config {run}/config.yaml --out {run} --resume"
-INSPECT = "inspect --model {bundle} --test {image} --template {image}"
+INSPECT = "inspect --model {bundle} --tested {image} --template {image}"
 
 #: (id, argv template, a piece of the sentence)
 CASES = [
@@ -128,12 +128,12 @@ CASES = [
     ("serve-port-negative", "serve --model {bundle} --port -1", "--port: must be in [1, 65535]"),
     ("serve-port-text", "serve --model {bundle} --port http", "expected int"),
     # bundles with the right tag and the wrong contents, and files that are no bundle
-    ("bundle-wrong-keys", "inspect --model {wrong_keys} --test {image} --board demo --out {tmp}/o", "fit its"),
-    ("bundle-wrong-shapes", "inspect --model {wrong_shapes} --test {image} --board demo --out {tmp}/o", "fit its"),
-    ("bundle-no-config", "inspect --model {no_config} --test {image} --board demo --out {tmp}/o", "without config"),
-    ("bundle-pickled-object", "inspect --model {pickled} --test {image} --out {tmp}/o", "safe load refuses"),
-    ("bundle-junk", "inspect --model {junk} --test {image} --board demo --out {tmp}/o", "not a file a safe load"),
-    ("bundle-empty", "inspect --model {empty} --test {image} --board demo --out {tmp}/o", "ends early"),
+    ("bundle-wrong-keys", "inspect --model {wrong_keys} --tested {image} --board demo --out {tmp}/o", "fit its"),
+    ("bundle-wrong-shapes", "inspect --model {wrong_shapes} --tested {image} --board demo --out {tmp}/o", "fit its"),
+    ("bundle-no-config", "inspect --model {no_config} --tested {image} --board demo --out {tmp}/o", "without config"),
+    ("bundle-pickled-object", "inspect --model {pickled} --tested {image} --out {tmp}/o", "safe load refuses"),
+    ("bundle-junk", "inspect --model {junk} --tested {image} --board demo --out {tmp}/o", "not a file a safe load"),
+    ("bundle-empty", "inspect --model {empty} --tested {image} --board demo --out {tmp}/o", "ends early"),
     # threshold policies, checked before anything is loaded
     ("calibrate-policy", "calibrate --model {run} --data {data} --policy bogus", "Unknown threshold policy 'bogus'"),
     ("calibrate-recall-0", "calibrate --model {run} --data {data} --policy recall:0", "between 0 and 1"),

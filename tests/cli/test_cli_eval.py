@@ -94,7 +94,7 @@ def test_calibrate_evaluate_inspect_chain(
         "inspect",
         "--model",
         bundle,
-        "--test",
+        "--tested",
         test_img,
         "--template",
         _first_template(synth_root),
@@ -147,7 +147,7 @@ def test_inspect_refuses_bad_pairs_without_writing(
         "inspect",
         "--model",
         tiny_bundle,
-        "--test",
+        "--tested",
         tmp_path / "t.png",
         "--template",
         tmp_path / "r.png",
@@ -157,7 +157,16 @@ def test_inspect_refuses_bad_pairs_without_writing(
     assert code == 2 and "same size" in err
     assert not (tmp_path / "o").exists()
     code, _, err = run_cli(
-        capsys, "inspect", "--model", tiny_bundle, "--test", tmp_path / "t.png", "--board", "x", "--out", tmp_path / "o"
+        capsys,
+        "inspect",
+        "--model",
+        tiny_bundle,
+        "--tested",
+        tmp_path / "t.png",
+        "--board",
+        "x",
+        "--out",
+        tmp_path / "o",
     )
     assert code == 2 and "unknown board 'x'" in err
     code, _, err = run_cli(
@@ -165,7 +174,7 @@ def test_inspect_refuses_bad_pairs_without_writing(
         "inspect",
         "--model",
         tiny_bundle,
-        "--test",
+        "--tested",
         tmp_path / "t.png",
         "--board",
         "demo",

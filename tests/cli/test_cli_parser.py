@@ -31,6 +31,7 @@ COMMANDS = [
     "experiment",
     "cv",
     "export",
+    "info",
     "bench",
     "serve",
     "serve-loadtest",
@@ -70,12 +71,11 @@ def test_cli_help_imports_neither_torch_nor_numpy() -> None:
         ["calibrate", "--model", "m", "--data", "D"],
         ["evaluate", "--model", "m", "--data", "D"],
         ["baseline", "--data", "D"],
-        ["inspect", "--model", "m", "--out", "o"],
     ],
 )
 def test_parser_shared_data_options(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    assert args.split == "trainval.txt" and args.cache_dir is None
+    assert args.split == "trainval.txt" and getattr(args, "cache_dir", None) is None  # data show has none
     assert args.data == ("D" if "--data" in argv else None)
 
 
@@ -149,7 +149,10 @@ def test_cli_common_csv_helpers() -> None:
             common.parse_csv_ints(bad)
 
 
-def test_cli_data_synth_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_data_synth_and_stats(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # progress lines go to a terminal only
     root = tmp_path / "synth"
     assert main(["data", "synth", "--out", str(root), "--boards", "4", "--size", "128", "--groups", "2"]) == 0
     out = capsys.readouterr()

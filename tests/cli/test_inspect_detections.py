@@ -31,7 +31,7 @@ def test_single_pair_reports_and_draws_the_detections(
     tiny_bundle: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     tested, template, _ = _pair(synth_root)
-    args = ("inspect", "--model", tiny_bundle, "--test", tested, "--template", template)
+    args = ("inspect", "--model", tiny_bundle, "--tested", tested, "--template", template)
     code, out, err = run_cli(capsys, *args, "--out", tmp_path / "plain")
     assert code == 0, err
     code, out, err = run_cli(capsys, *args, "--detector", "classical", "--out", tmp_path / "one")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from pcbsiam.data.binarize import binarize, otsu_threshold
 from pcbsiam.data.protocol import tile_grid
@@ -60,6 +61,26 @@ def test_open_map_drops_thin_specks() -> None:
     opened = open_map(mask, 3)
     assert opened.sum() == 9 and opened[6:9, 6:9].all()
     assert np.array_equal(open_map(mask, 1), mask)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 5])
+@pytest.mark.parametrize("neighbourhood", ["square", "disk"])
+def test_morphology_equals_scipy(k: int, neighbourhood: str) -> None:
+    # (N, H, W) batch; scipy gets a structure of one image's extent so images do not touch.
+    mask = np.random.default_rng(k).random((3, 23, 31)) < 0.3
+    yy, xx = np.mgrid[-k : k + 1, -k : k + 1]
+    element = np.ones_like(yy, bool) if neighbourhood == "square" else yy * yy + xx * xx <= k * k
+    got = dilate(mask, k, neighbourhood)  # type: ignore[arg-type]
+    assert np.array_equal(got, ndi.binary_dilation(mask, element[None]))
+    want = ndi.binary_erosion(mask, element[None], border_value=1)
+    assert np.array_equal(erode(mask, k, neighbourhood), want)  # type: ignore[arg-type]
+    assert np.array_equal(dilate(mask[0], k, neighbourhood), got[0])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 5])
+def test_open_map_equals_scipy(size: int) -> None:
+    mask = np.random.default_rng(size).random((3, 23, 31)) < 0.6
+    assert np.array_equal(open_map(mask, size), ndi.binary_opening(mask, np.ones((1, size, size), bool)))
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -42,6 +43,19 @@ def test_roc_matches_sklearn_with_ties(seed: int) -> None:
     np.testing.assert_allclose(thr[1:], sk_thr[1:])
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_matches_plain_counting_with_ties(seed: int) -> None:
+    scores, labels = _tied_data(seed, n=120)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    # AUROC = P(defective above defect-free) + half P(tie), counted over all pairs.
+    wins = sum(float(p > q) + 0.5 * float(p == q) for p in pos for q in neg)
+    assert roc_auc(scores, labels) == pytest.approx(wins / (pos.size * neg.size), abs=1e-12)
+    fpr, tpr, thr = roc_curve(scores, labels)
+    assert fpr.size == np.unique(scores).size + 1 and np.all(np.diff(thr) < 0)
+    for f, t, th in zip(fpr, tpr, thr, strict=True):
+        assert (f, t) == (pytest.approx(np.mean(neg >= th)), pytest.approx(np.mean(pos >= th)))
+
+
 def test_roc_auc_hand_case_with_tie() -> None:
     # One defective/defect-free pair tied at 0.5 counts half: (3 + 0.5) / 4.
     assert roc_auc([0.1, 0.5, 0.5, 0.9], [0, 0, 1, 1]) == pytest.approx(0.875)
@@ -50,7 +64,10 @@ def test_roc_auc_hand_case_with_tie() -> None:
 def test_roc_single_class_is_nan_without_error() -> None:
     assert math.isnan(roc_auc([0.1, 0.2], [0, 0]))
     assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
-    fpr, tpr, _ = roc_curve([0.1, 0.2], [0, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # documented as silent
+        fpr, tpr, _ = roc_curve([0.1, 0.2], [0, 0])
+        assert math.isnan(roc_auc([0.3, 0.1], [1, 1]))
     assert np.isnan(tpr).all() and not np.isnan(fpr).any()
 
 
@@ -103,6 +120,11 @@ def test_input_validation() -> None:
 def test_confusion_counts() -> None:
     c = confusion(np.array([True, True, False, False, True]), np.array([1, 0, 1, 0, 1]))
     assert c == {"tn": 1, "fp": 1, "fn": 1, "tp": 2}
+    assert all(type(v) is int for v in c.values())
+    assert confusion([1, 1], [1, 1]) == {"tn": 0, "fp": 0, "fn": 0, "tp": 2}
+    assert confusion([], []) == {"tn": 0, "fp": 0, "fn": 0, "tp": 0}
+    with pytest.raises(ValueError, match="same length"):
+        confusion([True], [1, 0])
 
 
 def test_grouped_metrics_and_recall_by_type() -> None:

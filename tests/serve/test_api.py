@@ -308,6 +308,36 @@ def test_bearer_token(serve_bundle: Path, tmp_path: Path) -> None:
         assert "HTTPBearer" in c.get("/openapi.json").json()["components"]["securitySchemes"]
 
 
+def test_bearer_header_forms(serve_bundle: Path, tmp_path: Path) -> None:
+    app = create_app(serve_bundle, f"sqlite:///{tmp_path / 'forms.db'}", token="s3cret")
+    with TestClient(app, base_url="http://localhost") as c:
+        for value in ("Basic czNjcmV0", "Bearer", "s3cret"):
+            res = c.get("/v1/boards", headers={"Authorization": value})
+            assert_sentence(res, 401, "Bearer <token>")
+            assert 'error="invalid_request"' in res.headers["www-authenticate"]
+        for value in ("bearer s3cret", "Bearer   s3cret"):
+            assert c.get("/v1/boards", headers={"Authorization": value}).status_code == 200, value
+        assert_sentence(c.get("/v1/boards", headers={"Authorization": "Bearer s3cret2"}), 401, "wrong")
+
+
+def test_token_is_checked_before_the_body_is_read() -> None:
+    async def app(scope, receive, send):
+        raise AssertionError("the guard should have refused the request")
+
+    async def receive():
+        raise AssertionError("the guard should not read the body")
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"content-length", b"100000"), (b"authorization", b"Bearer nope")]
+    scope = {"type": "http", "method": "POST", "path": "/v1/inspect", "headers": headers}
+    asyncio.run(Guard(app, token="s3cret", max_body=10_000)(scope, receive, send))
+    assert sent[0]["status"] == 401
+
+
 def test_queue_bound_gives_503(serve_bundle: Path, tmp_path: Path, monkeypatch) -> None:
     app = create_app(serve_bundle, f"sqlite:///{tmp_path / 'q.db'}", max_concurrency=1, max_queue=0)
     service = app.state.service

@@ -101,3 +101,43 @@ def test_loss_curves_are_the_parts_the_loss_has() -> None:
     assert [label for _, label, _ in loss_curves(triplet)] == ["total loss", "triplet loss", "cross-entropy loss"]
     pair = [{"kind": "step", "loss": 1.0, "loss_bce": 1.0}]  # one part: it is the total
     assert [key for key, _, _ in loss_curves(pair)] == ["loss"]
+
+
+def _histogram_axes(monkeypatch, tmp_path: Path, scores, labels, **kwargs):  # noqa: ANN001, ANN202
+    """The axes plot_distance_histograms drew (the figure is caught on its way to the file)."""
+    import pcbsiam.viz.plots as plots
+
+    caught = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: caught.append(fig) or real(fig, path))
+    _check_png(plot_distance_histograms(scores, labels, 0.5, tmp_path / "h.png", **kwargs))
+    (fig,) = caught
+    return fig.axes[0]
+
+
+def test_histogram_counts_are_logarithmic_under_a_pile_at_zero(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    # the classical baseline on DeepPCB: ~1,640 defect-free patches with 0 defect pixels, a few dozen defective
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([np.zeros(1640), rng.uniform(1, 50, 60), rng.uniform(20, 400, 40)])
+    labels = np.concatenate([np.zeros(1700), np.ones(40)])
+    ax = _histogram_axes(monkeypatch, tmp_path, scores, labels)
+    assert ax.get_yscale() == "log"
+    assert "log" in ax.get_ylabel()
+    assert ax.get_ylim()[0] < 1 < 1640 < ax.get_ylim()[1]  # a single defective patch in a bin shows, as does the pile
+
+
+def test_histogram_counts_stay_linear_for_comparable_classes(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(1)
+    labels = (rng.random(400) < 0.5).astype(int)
+    scores = rng.normal(size=400) + 2.0 * labels
+    assert _histogram_axes(monkeypatch, tmp_path, scores, labels).get_yscale() == "linear"
+    forced = _histogram_axes(monkeypatch, tmp_path, scores, labels, log_counts=True)
+    assert forced.get_yscale() == "log"
+
+
+def test_wants_log_counts() -> None:
+    from pcbsiam.viz.plots import wants_log_counts
+
+    assert wants_log_counts([np.array([1640, 3, 0]), np.array([2, 5, 4])])
+    assert not wants_log_counts([np.array([40, 30]), np.array([10, 20])])
+    assert not wants_log_counts([np.array([1640, 3])])  # one class: nothing to flatten

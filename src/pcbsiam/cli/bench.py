@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from pcbsiam.cli.common import (
     PIPELINE_CHOICES,
     PIPELINE_HELP,
+    StoreNamed,
     data_options,
     gate_option,
     inference_of,
@@ -17,9 +19,14 @@ from pcbsiam.cli.common import (
     model_option,
     parse_csv,
     parse_csv_ints,
+    progress_bar,
+    show_progress,
     write_json_if,
 )
 from pcbsiam.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 DEFAULT_BACKBONES = "resnet18,resnet50"
 ROWS_JSON_HELP = "also write the rows to this JSON file"
@@ -55,10 +62,11 @@ def cmd_bench_infer(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to time: give --model or --backbones")
 
     def progress(row: dict) -> None:
-        print(
-            f"  {row['backbone']} {row['engine']} batch {row['batch_size']}: {row['patches_per_s']} patches/s",
-            file=sys.stderr,
-        )
+        if show_progress():
+            print(
+                f"  {row['backbone']} {row['engine']} batch {row['batch_size']}: {row['patches_per_s']} patches/s",
+                file=sys.stderr,
+            )
 
     rows = bench_infer(
         items,
@@ -108,22 +116,36 @@ def cmd_bench_inspect(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.model, inference=inference_of(args))
     rows = []
     for name in engines:
-        row = bench_inspect(
-            bundle,
-            args.data,
-            args.split,
-            name,
-            args.boards,
-            args.batch_size,
-            args.workdir,
-            peak_seconds=args.peak_seconds,
-            pipeline=args.pipeline,
-            threads=args.threads,
-        )
+        with progress_bar(args.boards, name) as bar:
+
+            def tick(done: int, total: int, bar: tqdm = bar) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            row = bench_inspect(
+                bundle,
+                args.data,
+                args.split,
+                name,
+                args.boards,
+                args.batch_size,
+                args.workdir,
+                peak_seconds=args.peak_seconds,
+                progress=tick,
+                pipeline=args.pipeline,
+                threads=args.threads,
+            )
         print(json.dumps(row), flush=True)
         rows.append(row)
     write_json_if(args.json, rows)
     return 0
+
+
+def registered_modes() -> list[str]:
+    """The model modes of the registry (:func:`pcbsiam.models.list_modes`; imports torch)."""
+    from pcbsiam.models import list_modes
+
+    return list_modes()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -180,9 +202,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--backbones", default="resnet18,resnet34,resnet50,resnet101", help="comma-separated ResNets")
     t.add_argument(
         "--modes",
+        action=StoreNamed,
+        names=registered_modes,
         default="paper",
-        help="comma-separated model modes, as model.mode names them (default paper; an unknown name "
-        "is refused with the registered ones)",
+        help="comma-separated model modes, as model.mode names them: %(names)s",
     )
     t.add_argument("--input-size", type=int, default=128, help="side of the input patches (px)")
     t.add_argument("--batch-size", type=int, default=16, help="items per step")

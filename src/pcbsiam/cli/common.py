@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pcbsiam.errors import ConfigError
+from pcbsiam.progress import quiet, set_quiet  # noqa: F401 - the commands set and read the switch here
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 DATA_HELP = "DeepPCB root (holding PCBData/) or paper layout root"
 SPLIT_HELP = "split file (DeepPCB layout)"
@@ -33,6 +39,11 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """Lines of at most ``width`` characters, never broken inside a hyphenated name (cpu-stack-band,
+        --max-shift), so that a name in a help reads, and is found, whole."""
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
 
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors read like every other error of the command: one line
@@ -47,9 +58,80 @@ class Parser(argparse.ArgumentParser):
         """Print the one-line error, pointing at ``--help``, and exit with status 2."""
         self.exit(2, f"pcbsiam: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
+    def add_subparsers(self, **kwargs: Any) -> argparse._SubParsersAction:
+        """Sub-commands, each of which also takes ``-v/--verbose`` and ``-q/--quiet`` (:class:`SubCommands`)."""
+        kwargs.setdefault("action", SubCommands)
+        return super().add_subparsers(**kwargs)
+
 
 def _parent() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
+
+
+def verbosity_options(top: bool = False) -> argparse.ArgumentParser:
+    """``-v/--verbose`` and ``-q/--quiet``.
+
+    Args:
+        top: the top-level parser's pair, whose default is False. A sub-command's pair has no default
+            (``argparse.SUPPRESS``), so that ``pcbsiam -q inspect ...`` keeps the top level's value where
+            the sub-command's parser, which parses its own arguments afterwards, was not given the flag.
+    """
+    p = _parent()
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="warnings and errors only; no progress output"
+    )
+    return p
+
+
+class SubCommands(argparse._SubParsersAction):
+    """The sub-commands of a :class:`Parser`: each one's parser also takes :func:`verbosity_options`, so
+    ``-v`` and ``-q`` work before and after the sub-command's name, at any depth (``pcbsiam bench train -q``)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """Add sub-command ``name`` (``kwargs`` as for ``argparse``), with ``-v`` and ``-q``."""
+        kwargs["parents"] = [*kwargs.get("parents", ()), verbosity_options()]
+        return super().add_parser(name, **kwargs)
+
+
+class _Names:
+    """Names read from a registry when a help text is rendered (``str()``), not when the parser is built."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
+        self._names = names
+
+    def __str__(self) -> str:
+        return ", ".join(self._names()) or "none"
+
+
+class StoreNamed(argparse.Action):
+    """Store the option's value, as argparse's default action does; its help may say ``%(names)s``: the names
+    ``names()`` returns (presets, modes), looked up only when the help is rendered, so the help follows the
+    registry and a registry behind a heavy import (torch) costs nothing to the other commands.
+
+    Use: ``p.add_argument("--modes", action=StoreNamed, names=list_modes, help="one of %(names)s")``.
+    """
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, names: Callable[[], Iterable[str]], **kwargs: Any
+    ) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.names = _Names(names)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+
+
+def show_progress() -> bool:
+    """Whether progress reporters write: not :func:`quiet` and stderr is a terminal (not a log file or a pipe)."""
+    return not quiet() and sys.stderr.isatty()
 
 
 def _output(text: str, folder: bool) -> str:
@@ -176,9 +258,16 @@ def report_skipped(skipped: list) -> None:
 
 
 def progress(done: int, total: int, every: int, unit: str = "boards") -> None:
-    """``  done/total boards`` on stderr every ``every`` items and at the end."""
-    if done == total or done % max(1, every) == 0:
+    """``  done/total boards`` on stderr every ``every`` items and at the end, when :func:`show_progress`."""
+    if show_progress() and (done == total or done % max(1, every) == 0):
         print(f"  {done}/{total} {unit}", file=sys.stderr)
+
+
+def progress_bar(total: int, desc: str, unit: str = "board") -> tqdm:
+    """A tqdm bar on stderr, silent with ``-q`` (:func:`quiet`) and when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=True if quiet() else None)
 
 
 def write_json_if(path: str | Path | None, obj: Any, announce: bool = False) -> None:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from difflib import SequenceMatcher
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pcbsiam.cli.common import data_options, out_file, out_folder, progress, report_skipped
+from pcbsiam.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pcbsiam.data.records import BoardPair
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -43,14 +49,55 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 def cmd_data_show(args: argparse.Namespace) -> int:
     """Draw template and tested image of some items with their defect boxes; print the PNG's path."""
     from pcbsiam.data.images import load_gray
-    from pcbsiam.data.sources import read_boards
+    from pcbsiam.data.sources import no_readable_items, read_boards
     from pcbsiam.viz.overlay import plot_board_pairs
 
     boards = read_boards(args.data, args.split)
-    chosen = [p for p in boards.pairs if not args.name or p.name in args.name][: args.n]
+    if not boards.pairs:
+        raise no_readable_items(args.data, f"the split {args.split}", boards.skipped)
+    chosen = choose_items(boards.pairs, args.name, args.n, f"the split {args.split} of {args.data}")
     rows = [(load_gray(p.tested), load_gray(p.template), p.boxes, p.name) for p in chosen]
     print(plot_board_pairs(rows, args.out))
+    report_skipped(boards.skipped)
     return 0
+
+
+def choose_items(pairs: list[BoardPair], names: list[str] | None, n: int, source: str) -> list[BoardPair]:
+    """The items ``data show`` draws: those named, in the order given, or else the first ``n``.
+
+    Args:
+        pairs: the readable items of the data set.
+        names: item names (``--name``, repeatable); ``None`` or empty: the first ``n`` items.
+        n: how many items to draw when none is named (``--n``).
+        source: where the items come from, for the error (``the split trainval.txt of ROOT``).
+
+    Raises:
+        ConfigError: a name that is not an item of ``pairs`` (the sentence names some that are), or
+            ``n`` below 1.
+    """
+    if not names:
+        if n < 1:
+            raise ConfigError(f"--n must be at least 1 (the number of items to draw), got {n}")
+        return pairs[:n]
+    by_name = {p.name: p for p in pairs}
+    missing = [name for name in dict.fromkeys(names) if name not in by_name]
+    if missing:
+        known = sorted(by_name)
+        near = list(dict.fromkeys(c for m in missing for c in _closest(m, known)))
+        shown = near or known[:5]
+        more = ", ..." if not near and len(known) > len(shown) else ""
+        unknown = ", ".join(repr(m) for m in missing)
+        raise ConfigError(
+            f"{source} has no item named {unknown}; it has {len(known)} items "
+            f"({'closest' if near else 'e.g.'} {', '.join(shown)}{more}): give --name one of them"
+        )
+    return [by_name[name] for name in dict.fromkeys(names)]
+
+
+def _closest(name: str, known: list[str], k: int = 3, cutoff: float = 0.6) -> list[str]:
+    """Up to ``k`` of ``known`` most like ``name`` (similarity at least ``cutoff``), ties in name order."""
+    scored = sorted((-SequenceMatcher(None, name, other).ratio(), other) for other in known)
+    return [other for score, other in scored[:k] if -score >= cutoff]
 
 
 def cmd_data_bench(args: argparse.Namespace) -> int:
@@ -82,11 +129,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_data_stats)
 
     s = dsub.add_parser(
-        "show", help="draw template and tested image with their defect boxes (PNG)", parents=[data_options()]
+        "show",
+        help="draw template and tested image with their defect boxes (PNG)",
+        parents=[data_options(cache_dir=False)],
     )
     s.add_argument("--out", required=True, type=out_file, help="PNG to write")
-    s.add_argument("--n", type=int, default=2, help="number of items")
-    s.add_argument("--name", action="append", help="item name(s) to draw, e.g. 20085000")
+    s.add_argument("--n", type=int, default=2, help="number of items (the first of the split) when no --name is given")
+    s.add_argument("--name", action="append", help="an item to draw, e.g. 20085000 (repeat for more; all are drawn)")
     s.set_defaults(func=cmd_data_show)
 
     s = dsub.add_parser("bench", help="patches/s of the training loader", parents=[data_options()])

@@ -41,12 +41,63 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def bundle_card(path: str | Path) -> dict:
+    """What a bundle is: its network, patch geometry, threshold, calibration and training data, as plain data."""
+    from pcbsiam.config import inference_settings
+    from pcbsiam.deploy.bundle import load_bundle
+
+    bundle = load_bundle(path)
+    m = bundle.cfg.model
+    cal = bundle.calibration
+    return {
+        "bundle": str(path),
+        "mb": _mb(Path(path)) if Path(path).is_file() else None,
+        "network": {
+            "mode": m.mode,
+            "backbone": m.backbone,
+            "input_size": m.input_size,
+            "parameters": sum(p.numel() for p in bundle.model.parameters()),
+            "score": bundle.model.score_label,
+        },
+        "patches": bundle.spec.to_dict(),
+        "inference": inference_settings(bundle.cfg),
+        "threshold": bundle.threshold,
+        "policy": bundle.policy,
+        "calibration": {k: cal[k] for k in ("data", "split", "subset", "patches", "defective", "value") if k in cal},
+        "training_data": bundle.data or "not recorded (trained before pcbsiam recorded it)",
+        "classifier_groups": len(bundle.groups),
+        "registered_boards": sorted(bundle.boards),
+    }
+
+
+def render_card(card: dict) -> str:
+    """The card of :func:`bundle_card` as aligned ``key: value`` lines."""
+    lines = []
+    for key, value in card.items():
+        if isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines.extend(f"  {k:<18} {v}" for k, v in value.items())
+        else:
+            lines.append(f"{key:<20} {value}")
+    data = card["training_data"]
+    if isinstance(data, dict) and data.get("synthetic"):
+        lines.append("note: trained on synthetic boards; on real boards expect many false alarms")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print what a bundle is (``--json``: as JSON)."""
+    card = bundle_card(args.model)
+    print(json.dumps(card, indent=2, default=str) if args.json else render_card(card))
+    return 0
+
+
 def _mb(path: Path) -> float:
     return round(path.stat().st_size / 2**20, 1)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``export`` to the ``pcbsiam`` parser."""
+    """Add ``export`` and ``info`` to the ``pcbsiam`` parser."""
     e = sub.add_parser(
         "export",
         help="export a bundle as a verified ONNX graph (optionally int8 too)",
@@ -74,3 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--int8-out", default=None, type=out_file, help="int8 file (default: ONNX name with -int8)")
     e.add_argument("--calib-patches", type=int, default=256, help="patches for int8 calibration")
     e.set_defaults(func=cmd_export)
+
+    i = sub.add_parser("info", help="what a bundle is: network, threshold, calibration and the data it was trained on")
+    i.add_argument("model", metavar="BUNDLE", help="bundle file (or training run folder)")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.set_defaults(func=cmd_info)

@@ -20,6 +20,7 @@ from pcbsiam.cli.common import (
     out_folder,
     parse_csv,
     progress,
+    quiet,
     report_skipped,
     write_json_if,
 )
@@ -276,7 +277,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     def bar(stage: str, total: int, _: int):  # noqa: ANN202
         for b in bars:
             b.close()
-        bars[:] = [tqdm(total=total, desc=stage, unit="board" if stage == "candidates" else "window", leave=False)]
+        unit = "board" if stage == "candidates" else "window"
+        bars[:] = [tqdm(total=total, desc=stage, unit=unit, leave=False, disable=True if quiet() else None)]
         return bars[0].update
 
     cfg = DetectorTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)

@@ -13,8 +13,8 @@ import time
 
 from pcbsiam import __version__
 from pcbsiam.cli import bench, data, deploy, detect, evaluate, experiment, serve, train
-from pcbsiam.cli.common import Parser
-from pcbsiam.errors import PcbsiamError
+from pcbsiam.cli.common import Parser, set_quiet, verbosity_options
+from pcbsiam.errors import ConfigError, PcbsiamError
 
 log = logging.getLogger("pcbsiam")
 
@@ -27,25 +27,36 @@ _EXTRA = [group.register for group in COMMAND_GROUPS]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    p = Parser(prog="pcbsiam", description="Siamese feature-fusion ResNet for PCB defect inspection")
+    p = Parser(
+        prog="pcbsiam",
+        description="Siamese feature-fusion ResNet for PCB defect inspection",
+        parents=[verbosity_options(top=True)],  # every sub-command takes them too (Parser.add_subparsers)
+    )
     p.add_argument("--version", action="version", version=f"pcbsiam {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     for register in _EXTRA:
         register(sub)
     return p
 
 
+def log_level(args: argparse.Namespace) -> int:
+    """The logging level of ``-v`` (DEBUG), ``-q`` (WARNING) or neither (INFO); a sentence for both."""
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    if verbose and quiet:
+        raise ConfigError("-v/--verbose and -q/--quiet contradict each other; give one of them")
+    return logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+
+
 def run(args: argparse.Namespace) -> int:
-    """Set up logging and run the parsed command: a :class:`PcbsiamError` is a one-line error and exit
-    status 2 (as a bad option is, see :class:`~pcbsiam.cli.common.Parser`), an interrupt exit status 130."""
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    """Set up logging and progress output (``-v``, ``-q``) and run the parsed command: a
+    :class:`PcbsiamError` is a one-line error and exit status 2 (as a bad option is, see
+    :class:`~pcbsiam.cli.common.Parser`), an interrupt exit status 130."""
     t0 = time.perf_counter()
+    was_quiet = set_quiet(getattr(args, "quiet", False))
     try:
+        logging.basicConfig(
+            level=log_level(args), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        )
         return int(args.func(args) or 0)
     except PcbsiamError as exc:
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line, always
@@ -55,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print("pcbsiam: interrupted", file=sys.stderr)
         return 130
     finally:
+        set_quiet(was_quiet)  # an in-process caller (a test) runs the next command with its own flags
         log.debug("done in %.1f s", time.perf_counter() - t0)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pcbsiam.cli.common import config_options, out_folder
+from pcbsiam.cli.common import StoreNamed, config_options, out_folder
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[config_options("override, e.g. --set train.lr=0.001", data_root=True)],
     )
     t.add_argument(
-        "--config", required=True, help=f"YAML file or preset name ({', '.join(shipped_presets()) or 'none shipped'})"
+        "--config", required=True, action=StoreNamed, names=shipped_presets, help="YAML file or preset: %(names)s"
     )
     t.add_argument("--out", required=True, type=out_folder, help="run folder")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -26,11 +26,13 @@ def otsu_threshold(img: np.ndarray) -> np.ndarray | int:
         raise ValueError(f"Otsu's threshold needs uint8 images, got {arr.dtype}.")
     if arr.ndim < 2:
         raise ValueError(f"Expected an (H, W) or (..., H, W) image array, got shape {arr.shape}.")
+    # Hand-written: skimage's threshold_otsu takes a plateau's first level and calls a flat white image all dark.
     lead = arr.shape[:-2]
     flat = arr.reshape(-1, arr.shape[-2] * arr.shape[-1])
-    n = flat.shape[0]
-    offsets = (np.arange(n, dtype=np.int64) * 256)[:, None]
-    hist = np.bincount((flat + offsets).ravel(), minlength=256 * n).reshape(n, 256).astype(np.float64)
+    # One bincount per image: faster than one over offset codes, and no int64 copy of the whole batch.
+    hist = np.zeros((flat.shape[0], 256), dtype=np.float64)
+    for i, row in enumerate(flat):
+        hist[i] = np.bincount(row, minlength=256)
     levels = np.arange(256, dtype=np.float64)
     w0 = np.cumsum(hist, axis=1)  # pixels <= t
     m0 = np.cumsum(hist * levels, axis=1)

@@ -87,6 +87,22 @@ def parse_annotation(path: str | Path) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
 
 
+def annotation_of(tested: str | Path) -> Path | None:
+    """The DeepPCB annotation of a tested image in the layout, if there is one.
+
+    ``<group>/<id>/<name>_test.jpg`` is annotated by ``<group>/<id>_not/<name>.txt``.
+
+    Returns:
+        The annotation file, or ``None`` when ``tested`` is not named ``<name>_test.<ext>`` or has none.
+    """
+    tested = Path(tested)
+    name = tested.stem.removesuffix("_test")
+    if name == tested.stem:
+        return None
+    path = tested.parent.parent / f"{tested.parent.name}_not" / f"{name}.txt"
+    return path if path.is_file() else None
+
+
 def _group_of(image_rel: str) -> str:
     first = Path(image_rel).parts[0]
     return first if first.startswith("group") else f"group{first}"

@@ -9,6 +9,9 @@ import numpy as np
 
 from pcbsiam.errors import DataError
 
+#: The file :func:`pcbsiam.data.synth.writer.write_dataset` leaves in a synthetic data set's root.
+SYNTHETIC_MARKER = "pcbsiam-synthetic.json"
+
 
 @dataclass(frozen=True)
 class BoardPair:

@@ -7,6 +7,7 @@ cached by the inspector, never stored (they follow from the weights).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ class Bundle:
         policy: calibration policy that chose the threshold (``accuracy``, ``f1``, ``recall:0.995``).
         calibration: what calibration measured (metric values, counts, data used).
         boards: registered standard boards by name: (H, W) uint8 images.
+        data: the training data's description (:func:`pcbsiam.data.sources.describe_data`: layout,
+            synthetic or not, groups, items, fingerprint); empty for models trained before it was recorded.
     """
 
     model: PairModel
@@ -43,6 +46,7 @@ class Bundle:
     policy: str = "accuracy"
     calibration: dict = field(default_factory=dict)
     boards: dict[str, np.ndarray] = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
 
     @property
     def threshold(self) -> float:
@@ -64,6 +68,7 @@ class Bundle:
             "calibration": self.calibration,
             "model": self.model.state_dict(),
             "boards": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.boards.items()},
+            "data": self.data,
         }
         return save_tagged(path, BUNDLE_FORMAT, BUNDLE_VERSION, payload)
 
@@ -88,6 +93,7 @@ def load_bundle(
     if path.is_dir() or _is_checkpoint(path):
         model, cfg, groups = load_trained(path, device)
         bundle = Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
+        bundle.data = training_data(path)
         return _apply_inference(bundle, inference)
     if not path.is_file():
         raise PcbsiamError(f"model {path} not found: give a bundle file or a training run folder")
@@ -96,7 +102,18 @@ def load_bundle(
     model, cfg = _network(data, path, "bundle", _RECALIBRATE)
     boards = {k: v.cpu().numpy() for k, v in data.get("boards", {}).items()}
     bundle = Bundle(model.to(device).eval(), cfg, list(data["groups"]), data["policy"], data["calibration"], boards)
+    bundle.data = dict(data.get("data") or {})
     return _apply_inference(bundle, inference)
+
+
+def training_data(path: str | Path) -> dict:
+    """The training data's description a run folder recorded (``data.json``), for the run or one of its
+    checkpoints; empty when the run is older than the record."""
+    p = Path(path)
+    for cand in (p / "data.json", p.parent.parent / "data.json"):
+        if cand.is_file():
+            return json.loads(cand.read_text())
+    return {}
 
 
 def _apply_inference(bundle: Bundle, inference: dict[str, Any] | None) -> Bundle:

@@ -146,6 +146,7 @@ def choose_threshold(scores: ArrayLike, labels: ArrayLike, policy: str = "accura
         m = binary_metrics(s, y, threshold)
         return Calibration(threshold=threshold, policy=policy, value=float(m[name]), warning=warning)
 
+    # Hand-written: sklearn's roc_curve cuts at scores (>=); the tie rule needs midpoint cuts with exact int counts.
     unique, inverse = np.unique(s, return_inverse=True)
     pos_per_value = np.bincount(inverse, weights=y, minlength=unique.size).astype(np.int64)
     cnt_per_value = np.bincount(inverse, minlength=unique.size).astype(np.int64)

@@ -18,8 +18,9 @@ import torch
 
 from pcbsiam.data.crops import PatchSpec
 from pcbsiam.data.protocol import PatchIndex, subsample
+from pcbsiam.data.records import SYNTHETIC_MARKER
 from pcbsiam.data.sampler import split_by_image
-from pcbsiam.data.sources import patches_of, read_boards
+from pcbsiam.data.sources import patches_of, read_boards, same_data
 from pcbsiam.data.store import BoardStore, load_store, register_store
 from pcbsiam.deploy.backends import Engine
 from pcbsiam.deploy.bundle import Bundle
@@ -185,17 +186,19 @@ def format_table(rows: dict[str, dict]) -> str:
     ]
     names = list(rows)
     width = max(12, *(len(n) for n in names))
-    lines = ["metric".ljust(20) + "".join(n.rjust(width + 2) for n in names)]
+    types = sorted({t for r in rows.values() for t in r.get("by_type", {})})
+    # the label column fits its longest label ("recall spurious_copper"): no label is cut
+    first = max(20, *(len(label) + 1 for label in [*(label for _, label in keys), *(f"recall {t}" for t in types)]))
+    lines = ["metric".ljust(first) + "".join(n.rjust(width + 2) for n in names)]
     for key, label in keys:
         cells = []
         for n in names:
             v = rows[n].get(key)
             cells.append("-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)))
-        lines.append(label.ljust(20) + "".join(c.rjust(width + 2) for c in cells))
-    types = sorted({t for r in rows.values() for t in r.get("by_type", {})})
+        lines.append(label.ljust(first) + "".join(c.rjust(width + 2) for c in cells))
     for t in types:
         cells = [f"{rows[n]['by_type'][t]['recall']:.4f}" if t in rows[n].get("by_type", {}) else "-" for n in names]
-        lines.append(f"recall {t}"[:20].ljust(20) + "".join(c.rjust(width + 2) for c in cells))
+        lines.append(f"recall {t}".ljust(first) + "".join(c.rjust(width + 2) for c in cells))
     return "\n".join(lines)
 
 
@@ -206,6 +209,30 @@ def run_val_items(model_path: str | Path) -> list[str] | None:
         if cand.is_file():
             return list(json.loads(cand.read_text())["val"])
     return None
+
+
+def data_notes(bundle: Bundle, root: str | Path, split: str) -> tuple[bool | None, list[str]]:
+    """Whether ``root``/``split`` is the data the bundle was trained on (None: not recorded), and what a
+    user must know about using the bundle on it (logged as warnings too).
+
+    A run's validation items are the right ``auto`` subset only on the run's own data: item names repeat
+    across data sets (synthetic boards are named like DeepPCB's).
+    """
+    notes = []
+    own = same_data(bundle.data, root, split)
+    if own is False:
+        notes.append(
+            f"{root} ({split}) is not the data this model was trained on ({bundle.data.get('root')}, "
+            f"fingerprint {bundle.data.get('fingerprint')}): the run's validation items do not apply here"
+        )
+    if bundle.data.get("synthetic") and not (Path(root) / SYNTHETIC_MARKER).is_file():
+        notes.append(
+            "this model was trained on synthetic boards (pcbsiam data synth); on real boards expect many false "
+            "alarms: train on real boards for real figures"
+        )
+    for note in notes:
+        log.warning("%s", note)
+    return own, notes
 
 
 def resolve_subset(subset: str, val_items: list[str] | None, default: str) -> str:
@@ -255,6 +282,9 @@ def calibrate_model(
 
     bundle = load_bundle(model, device, inference)
     val_items = run_val_items(model) or bundle.calibration.get("val_items")
+    own, notes = data_notes(bundle, root, split)
+    if own is False and subset == "auto":
+        val_items = None  # the run's item names mean other boards here: calibrate on every item
     data, scores = bundle_scores(
         bundle, root, split, resolve_subset(subset, val_items, "train"), val_items, max_patches, cache_dir, device
     )
@@ -273,6 +303,7 @@ def calibrate_model(
         "patches": len(data.index),
         "defective": int(data.index.labels.sum()),
         "val_items": val_items,
+        "notes": notes,
     }
     if is_paper_layout(root):
         for pair in read_paper_layout(root).pairs:
@@ -316,6 +347,10 @@ def evaluate_models(
         if np.isnan(bundle.threshold):
             raise PcbsiamError(f"{path} has no threshold: run `pcbsiam calibrate --model {path}` first")
         val_items = bundle.calibration.get("val_items") or run_val_items(path)
+        own, notes = data_notes(bundle, root, split)
+        if own is False and subset == "auto":
+            val_items = None  # the run's item names mean other boards here: evaluate every item
+            notes.append("every item of the data is evaluated (--subset auto)")
         data, scores = bundle_scores(
             bundle, root, split, resolve_subset(subset, val_items, "val"), val_items, max_patches, cache_dir, device
         )
@@ -323,6 +358,8 @@ def evaluate_models(
         name = Path(path).name if Path(path).is_dir() else Path(path).stem
         name = name if name not in reports else f"{name}_{len(reports)}"
         reports[name] = report(scores, data.index, bundle.threshold) | {"subset": sub, "model": str(path)}
+        if notes:
+            reports[name]["notes"] = notes
         curves[name] = (scores, data.index.labels, bundle.threshold)
         for engine_name in [e for e in engines or [] if e != "torch"]:
             reports[f"{name}[{engine_name}]"] = _engine_report(
@@ -344,6 +381,11 @@ def evaluate_models(
             "calibrated_on": calib_subset,
             "policy": policy,
         }
+        if calib_subset == "all":
+            reports["classical"]["notes"] = [
+                "the classical method was calibrated on the very patches it is scored on (no other items were "
+                "left): its figures are optimistic"
+            ]
         curves["classical"] = (s, data.index.labels, cal.threshold)
     result: dict = {"models": reports}
     learned = [r for n, r in reports.items() if n != "classical" and "engine" not in r]

@@ -4,14 +4,17 @@ Convention used throughout pcbsiam: an item is predicted **defective (label 1)**
 L2 distance between embeddings, or a classical defect-pixel count) is strictly **above** the
 threshold, and defect-free (label 0) otherwise. See :func:`predict_defective`.
 
-All functions are pure functions of NumPy arrays. Zero divisions give ``0.0``, as scikit-learn's
-``zero_division=0``; the one exception is the AUROC, which is undefined (NaN from :func:`roc_auc`,
-``None`` in :func:`binary_metrics`) when only one class is present.
+All functions are pure functions of NumPy arrays. The ROC curve, the AUROC and the confusion counts
+come from scikit-learn (imported on first use, as it is slow to import); this module adds input
+checks with sentences, the ``score > threshold`` rule and plain-Python results. Zero divisions give
+``0.0``, as scikit-learn's ``zero_division=0``; the one exception is the AUROC, which is undefined
+(NaN from :func:`roc_auc`, ``None`` in :func:`binary_metrics`) when only one class is present.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -82,10 +85,10 @@ def predict_defective(scores: ArrayLike, threshold: float) -> np.ndarray:
 def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve of ``scores`` as a detector of defective items (higher score = more defective).
 
-    The same as ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``: one point
-    per distinct score, starting at (0, 0) with threshold ``+inf``. Point ``i`` is the rate obtained
-    by calling defective every item with ``score >= thresholds[i]`` (the ROC convention; pcbsiam's
-    own decisions use ``score > threshold``, which only shifts which side ties fall on).
+    ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``: one point per distinct
+    score, starting at (0, 0) with threshold ``+inf``. Point ``i`` is the rate obtained by calling
+    defective every item with ``score >= thresholds[i]`` (the ROC convention; pcbsiam's own
+    decisions use ``score > threshold``, which only shifts which side ties fall on).
 
     Args:
         scores: (N,) scores.
@@ -94,30 +97,23 @@ def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
     Returns:
         ``(fpr, tpr, thresholds)``, each of shape (K + 1,) where K is the number of distinct scores.
         When only one class is present, the rate that would divide by zero (``fpr`` without
-        defect-free items, ``tpr`` without defective items) is all NaN; no error is raised.
+        defect-free items, ``tpr`` without defective items) is all NaN; no error or warning is raised.
     """
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
     s, y = _as_scores_labels(scores, labels)
-    order = np.argsort(-s, kind="stable")
-    s_sorted = s[order]
-    y_sorted = y[order]
-    # Index of the last item of each run of equal scores (in descending order).
-    last = np.flatnonzero(np.diff(s_sorted) != 0)
-    last = np.append(last, s_sorted.size - 1)
-    tps = np.cumsum(y_sorted)[last]
-    fps = (last + 1) - tps
-    tps = np.concatenate([[0], tps]).astype(np.float64)
-    fps = np.concatenate([[0], fps]).astype(np.float64)
-    thresholds = np.concatenate([[np.inf], s_sorted[last]])
-    n_pos, n_neg = tps[-1], fps[-1]
-    tpr = tps / n_pos if n_pos > 0 else np.full_like(tps, np.nan)
-    fpr = fps / n_neg if n_neg > 0 else np.full_like(fps, np.nan)
+    with warnings.catch_warnings():
+        # One class only: scikit-learn already returns the NaN rate; its warning would only repeat it.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        fpr, tpr, thresholds = sk_roc_curve(y, s, pos_label=1, drop_intermediate=False)
     return fpr, tpr, thresholds
 
 
 def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
-    """Area under the ROC curve; equal to ``sklearn.metrics.roc_auc_score(labels, scores)``.
+    """Area under the ROC curve: ``sklearn.metrics.roc_auc_score(labels, scores)``.
 
-    Tied scores count half, as in scikit-learn (trapezoidal area over distinct scores).
+    Tied scores count half (trapezoidal area over distinct scores).
 
     Args:
         scores: (N,) scores.
@@ -125,32 +121,35 @@ def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
 
     Returns:
         The AUROC as a Python float, or ``nan`` (no error, no warning) when only one class is
-        present, where the AUROC is undefined.
+        present, where the AUROC is undefined (scikit-learn raises there).
     """
-    fpr, tpr, _ = roc_curve(scores, labels)
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
+    from sklearn.metrics import roc_auc_score
+
+    s, y = _as_scores_labels(scores, labels)
+    if y.min() == y.max():
         return math.nan
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return float(roc_auc_score(y, s))
 
 
 def confusion(pred: ArrayLike, labels: ArrayLike) -> dict[str, int]:
-    """Confusion counts of boolean predictions against labels.
+    """Confusion counts of boolean predictions against labels (``sklearn.metrics.confusion_matrix``).
 
     Args:
         pred: (N,) bool (or 0/1) predictions, True = predicted defective.
         labels: (N,) labels in {0, 1}, 1 = defective.
 
     Returns:
-        ``{"tn", "fp", "fn", "tp"}`` as Python ints.
+        ``{"tn", "fp", "fn", "tp"}`` as Python ints (all 0 for empty input).
     """
+    from sklearn.metrics import confusion_matrix
+
     p = np.asarray(pred).reshape(-1).astype(bool)
     y = np.asarray(labels).reshape(-1).astype(bool)
     if p.shape != y.shape:
         raise ValueError(f"There are {p.size} predictions but {y.size} labels; they must be the same length.")
-    tp = int(np.count_nonzero(p & y))
-    fp = int(np.count_nonzero(p & ~y))
-    fn = int(np.count_nonzero(~p & y))
-    tn = int(p.size - tp - fp - fn)
+    if p.size == 0:  # scikit-learn refuses empty input
+        return {"tn": 0, "fp": 0, "fn": 0, "tp": 0}
+    tn, fp, fn, tp = confusion_matrix(y, p, labels=[False, True]).ravel().tolist()
     return {"tn": tn, "fp": fp, "fn": fn, "tp": tp}
 
 
@@ -173,6 +172,7 @@ def binary_metrics(scores: ArrayLike, labels: ArrayLike, threshold: float) -> di
         present), confusion ``{tn, fp, fn, tp}``, n, n_defective, n_defect_free, threshold.
     """
     s, y = _as_scores_labels(scores, labels)
+    # The ratios below follow from one set of counts; sklearn's *_score functions would recount them each.
     c = confusion(s > float(threshold), y)
     tn, fp, fn, tp = c["tn"], c["fp"], c["fn"], c["tp"]
     n_pos, n_neg = tp + fn, tn + fp

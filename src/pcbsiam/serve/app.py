@@ -17,14 +17,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.security import HTTPBearer
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pcbsiam import __version__
 from pcbsiam.serve.db import StoreUnavailable
-from pcbsiam.serve.middleware import Guard, shown
+from pcbsiam.serve.middleware import BEARER, Guard, shown
 from pcbsiam.serve.schemas import (
     Boards,
     ErrorOut,
@@ -162,7 +161,7 @@ def create_app(
         return JSONResponse({"detail": detail}, exc.status_code, exc.headers)
 
     # The Guard middleware enforces the token before the body is read; this dependency documents it.
-    deps = [Depends(HTTPBearer(auto_error=False, description="the service's token"))] if token else []
+    deps = [Depends(BEARER)] if token else []
     v1 = APIRouter(prefix="/v1", dependencies=deps, responses={401: _ERRORS[401]} if token else {})
 
     @app.get("/", include_in_schema=False)

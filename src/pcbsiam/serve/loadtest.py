@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from pcbsiam.errors import PcbsiamError
 
@@ -67,16 +68,6 @@ class LoadReport:
             )
         lines += [f"error: {e}" for e in self.error_samples]
         return "\n".join(lines)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated ``q``-th percentile (0-100) of an ascending list; 0 for an empty one."""
-    if not sorted_values:
-        return 0.0
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def run_loadtest(
@@ -164,8 +155,9 @@ def run_loadtest(
         t.join()
     wall = time.perf_counter() - t0
 
-    latencies.sort()
     completed = sum(statuses.values())
+    # numpy's default 'linear' method interpolates between order statistics; 0 when nothing succeeded.
+    p50, p90, p99 = np.percentile(latencies, [50, 90, 99]).tolist() if latencies else (0.0, 0.0, 0.0)
     report = LoadReport(
         url=base,
         clients=clients,
@@ -176,10 +168,10 @@ def run_loadtest(
         statuses=dict(statuses),
         wall_seconds=round(wall, 3),
         throughput_per_s=round(len(latencies) / wall, 3) if wall > 0 else 0.0,
-        latency_p50=round(percentile(latencies, 50), 4),
-        latency_p90=round(percentile(latencies, 90), 4),
-        latency_p99=round(percentile(latencies, 99), 4),
-        latency_max=round(latencies[-1] if latencies else 0.0, 4),
+        latency_p50=round(p50, 4),
+        latency_p90=round(p90, 4),
+        latency_p99=round(p99, 4),
+        latency_max=round(max(latencies, default=0.0), 4),
         latency_mean=round(sum(latencies) / len(latencies), 4) if latencies else 0.0,
         verdicts=dict(verdicts),
         stopped_by_deadline=stopped.is_set(),

@@ -51,7 +51,7 @@ from pcbsiam.config import Config, dump_config, from_dict
 from pcbsiam.data.crops import PatchSpec
 from pcbsiam.data.protocol import PatchIndex, subsample
 from pcbsiam.data.sampler import split_by_group, split_by_image
-from pcbsiam.data.sources import no_readable_items, patches_of, read_boards
+from pcbsiam.data.sources import describe_data, no_readable_items, patches_of, read_boards
 from pcbsiam.data.store import BoardStore, load_store, register_store
 from pcbsiam.devices import unwrap
 from pcbsiam.errors import ConfigError
@@ -60,6 +60,7 @@ from pcbsiam.evaluation.metrics import binary_metrics
 from pcbsiam.evaluation.scoring import ReferenceCache, score_index
 from pcbsiam.io import append_jsonl, read_jsonl, write_json, write_text
 from pcbsiam.models import build_model
+from pcbsiam.progress import quiet
 from pcbsiam.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from pcbsiam.train.loops import (
     StepStats,
@@ -327,6 +328,7 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
                 (run.path / name).unlink(missing_ok=True)
         write_text(run.path / "config.yaml", dump_config(cfg))
         write_json(run.path / "split.json", split)
+        write_json(run.path / "data.json", describe_data(cfg.data.root, cfg.data.split))  # what it learned from
     if dist.world > 1:
         ddp_ids = [dist.device.index] if dist.device.type == "cuda" else None
         model = DistributedDataParallel(
@@ -355,7 +357,7 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
     bar = tqdm(
         total=total_steps,
         initial=epoch * steps_per_epoch + start_step,
-        disable=not dist.is_main,
+        disable=not dist.is_main or quiet(),
         desc="train",
         unit="step",
         dynamic_ncols=True,

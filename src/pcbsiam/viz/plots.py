@@ -35,6 +35,7 @@ __all__ = [
     "plot_learning_curve_grid",
     "plot_learning_curves",
     "plot_roc",
+    "wants_log_counts",
 ]
 
 DPI = 150
@@ -57,8 +58,13 @@ def plot_distance_histograms(
     xlabel: str = "L2 distance",
     bins: int = 50,
     density: bool = False,
+    log_counts: bool | None = None,
 ) -> Path:
     """Overlaid histograms of the scores of defect-free and defective items, with the threshold.
+
+    Under strong imbalance (thousands of defect-free patches in one bin, e.g. the classical
+    method's 0 defect pixels, beside a few dozen defective ones) a linear axis flattens the smaller
+    class to nothing; the count axis is then logarithmic (see ``log_counts``).
 
     Args:
         scores: (N,) scores.
@@ -69,6 +75,8 @@ def plot_distance_histograms(
         xlabel: x-axis label.
         bins: number of bins, shared by both classes.
         density: normalise each histogram to unit area (useful under strong class imbalance).
+        log_counts: logarithmic count axis; ``None`` chooses it when the tallest bin is more than
+            :data:`LOG_RATIO` times the tallest bin of the other class (see :func:`wants_log_counts`).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -81,14 +89,19 @@ def plot_distance_histograms(
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, bins + 1)
 
+    classes = ((0, "defect-free", _COLORS["defect_free"]), (1, "defective", _COLORS["defective"]))
+    heights = [np.histogram(s[y == v], bins=edges, density=density)[0] for v, _, _ in classes if np.any(y == v)]
+    log = wants_log_counts(heights) if log_counts is None else log_counts
+
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    classes = ((0, "defect-free", _COLORS["defect_free"]), (1, "defective", _COLORS["defective"]))
     for value, name, color in classes:
         part = s[y == value]
         if part.size:
             label = f"{name} (n={part.size})"
-            ax.hist(part, bins=edges, density=density, alpha=0.55, color=color, label=label)
+            ax.hist(part, bins=edges, density=density, log=log, alpha=0.55, color=color, label=label)
+    if log:
+        ax.set_ylim(bottom=_log_floor(heights, density))
     if threshold is not None:
         ax.axvline(
             float(threshold),
@@ -98,11 +111,37 @@ def plot_distance_histograms(
             label=f"threshold = {float(threshold):.4g}",
         )
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("density" if density else "count")
+    ax.set_ylabel(("density" if density else "count") + (" (log scale)" if log else ""))
     if title:
         ax.set_title(title)
     ax.legend(frameon=False)
     return _save(fig, path)
+
+
+#: Ratio of the tallest bin to the other class's tallest bin above which the count axis is logarithmic.
+LOG_RATIO = 10.0
+
+
+def wants_log_counts(heights: Sequence[np.ndarray]) -> bool:
+    """Whether histograms of these bin heights need a logarithmic count axis to show every class.
+
+    Args:
+        heights: one (B,) array of bin heights per class.
+
+    Returns:
+        True when the tallest bin overall is more than :data:`LOG_RATIO` times the tallest bin of
+        some other non-empty class, whose bars a linear axis would flatten.
+    """
+    peaks = [float(h.max()) for h in heights if h.size and h.max() > 0]
+    return len(peaks) > 1 and max(peaks) > LOG_RATIO * min(peaks)
+
+
+def _log_floor(heights: Sequence[np.ndarray], density: bool) -> float:
+    """Bottom of a log count axis: just under one item (counts) or the smallest non-zero height."""
+    if not density:
+        return 0.5
+    positive = [float(h[h > 0].min()) for h in heights if np.any(h > 0)]
+    return 0.5 * min(positive) if positive else 1e-3
 
 
 def plot_roc(

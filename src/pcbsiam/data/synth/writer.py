@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pcbsiam.data.records import SYNTHETIC_MARKER
 from pcbsiam.data.synth.generate import generate_pair
 from pcbsiam.data.synth.style import style_for_group
 from pcbsiam.io import atomic_path, write_text
@@ -83,4 +85,6 @@ def write_dataset(
             progress(b + 1, boards)
     split = root / split_name
     write_text(split, "".join(lines))
+    marker = {"generator": "pcbsiam data synth", "boards": boards, "seed": seed, "size": size, "groups": groups}
+    write_text(Path(out) / SYNTHETIC_MARKER, json.dumps(marker) + "\n")  # models trained here say so
     return split
