@@ -264,10 +264,11 @@ def progress(done: int, total: int, every: int, unit: str = "boards") -> None:
 
 
 def progress_bar(total: int, desc: str, unit: str = "board") -> tqdm:
-    """A tqdm bar on stderr, silent with ``-q`` (:func:`quiet`) and when stderr is not a terminal."""
-    from tqdm import tqdm
+    """A tqdm bar on stderr that stays when done, silent with ``-q`` (:func:`quiet`) and when stderr is not a
+    terminal (:func:`pcbsiam.progress.bar`)."""
+    from pcbsiam.progress import bar
 
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=True if quiet() else None)
+    return bar(total, desc, unit, leave=True)
 
 
 def write_json_if(path: str | Path | None, obj: Any, announce: bool = False) -> None:

@@ -30,6 +30,7 @@ from pcbsiam.evaluation.calibration import Calibration, choose_threshold
 from pcbsiam.evaluation.metrics import binary_metrics, grouped_metrics, recall_by_type
 from pcbsiam.evaluation.scoring import ReferenceCache, pair_loader, score_index
 from pcbsiam.models.band import TileGate, gated_scores
+from pcbsiam.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,10 @@ def model_scorer(bundle: Bundle, device: str | torch.device = "cpu", batch_size:
 
     def score(store: BoardStore, index: PatchIndex) -> np.ndarray:
         model = bundle.model.to(dev)
-        return score_index(model, store, index, bundle.spec, dev, batch_size=batch_size, cache=cache).scores
+        with bar(len(index), "score", "patch") as shown:
+            return score_index(
+                model, store, index, bundle.spec, dev, batch_size=batch_size, cache=cache, progress=shown.update
+            ).scores
 
     return score
 
@@ -109,6 +113,7 @@ def engine_scorer(
 
     def score(store: BoardStore, index: PatchIndex) -> np.ndarray:
         out = []
+        shown = bar(len(index), f"score ({engine.name})", "patch")
         for tested, reference, _, _ in pair_loader(store, index, engine.spec, batch_size):
 
             def run(keep: torch.Tensor, tested: torch.Tensor = tested, reference: torch.Tensor = reference):  # noqa: ANN202
@@ -116,6 +121,8 @@ def engine_scorer(
 
             scores = gated_scores(gate, tested, reference, run, null_score)
             out.append(scores.double().numpy())
+            shown.update(len(tested))
+        shown.close()
         return np.concatenate(out) if out else np.zeros(0)
 
     return score
@@ -142,11 +149,15 @@ def classical_scorer(comparator: ClassicalComparator | None = None) -> Scorer:
     def score(store: BoardStore, index: PatchIndex) -> np.ndarray:
         out = np.zeros(len(index), dtype=np.float64)
         rows = index.rows
-        for b in np.unique(rows["board"]):
+        boards = np.unique(rows["board"])
+        shown = bar(len(boards), "classical", "board")
+        for b in boards:
             sel = np.flatnonzero(rows["board"] == b)
             dmap, _ = comp.score_board(np.asarray(store.tested[b]), np.asarray(store.reference[b]))
             tiles = np.stack([rows["y"][sel], rows["x"][sel], rows["h"][sel], rows["w"][sel]], axis=1)
             out[sel] = tile_scores(dmap, tiles)
+            shown.update()
+        shown.close()
         return out
 
     return score
