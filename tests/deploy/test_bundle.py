@@ -69,3 +69,16 @@ def test_how_a_bundle_is_applied_can_change_at_load_time_and_nothing_else(tmp_pa
         load_bundle(path, inference={"model.band": 2})
     with pytest.raises(ConfigError, match="model.gate"):
         load_bundle(path, inference={"model.gate": -3})
+
+
+def test_a_half_bundle_is_half_the_size_and_loads_as_float32(tmp_path: Path) -> None:
+    full = load_bundle(make_tiny_bundle(tmp_path / "full.bundle", threshold=0.123456789))
+    half_path = full.save(tmp_path / "half.bundle", half=True)
+    assert half_path.stat().st_size < 0.6 * (tmp_path / "full.bundle").stat().st_size
+    half = load_bundle(half_path)
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    assert half.threshold == full.threshold  # the threshold stays float32
+    x = torch.rand(4, 1, 32, 32)
+    with torch.inference_mode():
+        a, b = full.model.encode(x), half.model.encode(x)
+    assert torch.allclose(a, b, atol=5e-3) and not torch.equal(a, b)

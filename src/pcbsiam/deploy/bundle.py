@@ -58,15 +58,25 @@ class Bundle:
         """How boards are cut into the network's inputs, resolved from the config."""
         return PatchSpec.from_config(self.cfg)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the bundle atomically; load it with :func:`load_bundle`."""
+    def save(self, path: str | Path, half: bool = False) -> Path:
+        """Write the bundle atomically; load it with :func:`load_bundle`.
+
+        Args:
+            path: the file.
+            half: store the weight matrices and kernels (floating tensors of 2 or more dimensions) as
+                float16, halving the file (a ResNet18 bundle: 46 -> 23 MB) for shipping; biases,
+                normalisation statistics and the threshold stay float32. They load back as float32.
+        """
+        state = self.model.state_dict()
+        if half:
+            state = {k: v.half() if v.is_floating_point() and v.dim() >= 2 else v for k, v in state.items()}
         payload = {
             "config": self.cfg.to_dict(),
             "spec": self.spec.to_dict(),
             "groups": list(self.groups),
             "policy": self.policy,
             "calibration": self.calibration,
-            "model": self.model.state_dict(),
+            "model": state,
             "boards": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.boards.items()},
             "data": self.data,
         }
