@@ -35,8 +35,11 @@ def test_a_bundle_carries_its_training_data_and_info_prints_it(
     assert load_bundle(tiny_run).data["fingerprint"] == describe_data(synth_root)["fingerprint"]
     bundle = tmp_path / "m.bundle"
     assert main(["calibrate", "--model", str(tiny_run), "--data", str(synth_root), "--out", str(bundle)]) == 0
+    half = tmp_path / "half.bundle"
+    assert main(["calibrate", "--model", str(tiny_run), "--data", str(synth_root), "--out", str(half), "--half"]) == 0
     capsys.readouterr()
     assert load_bundle(bundle).data == load_bundle(tiny_run).data  # calibration keeps the record
+    assert half.stat().st_size < 0.6 * bundle.stat().st_size
     assert main(["info", str(bundle), "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["training_data"]["synthetic"] is True and card["network"]["mode"] == load_bundle(bundle).cfg.model.mode

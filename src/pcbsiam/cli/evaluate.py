@@ -61,7 +61,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if args.out
         else (Path(args.model) / "model.bundle" if Path(args.model).is_dir() else Path(args.model))
     )
-    bundle.save(out)
+    bundle.save(out, half=args.half)
     cal = bundle.calibration
     print(
         json.dumps(
@@ -381,6 +381,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--board", action="append", metavar="NAME=IMAGE", help="register a standard board")
     c.add_argument(
         "--out", default=None, type=out_file, help="bundle file (default: RUN/model.bundle or the bundle itself)"
+    )
+    c.add_argument(
+        "--half",
+        action="store_true",
+        help="store the weights as float16 (half the file, e.g. to ship it; loaded back as float32)",
     )
     c.set_defaults(func=cmd_calibrate)
 
