@@ -8,6 +8,7 @@ import logging
 import socket
 import struct
 import time
+import uuid
 import zlib
 from pathlib import Path
 
@@ -107,3 +108,26 @@ def serve_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny calibrated bundle (threshold :data:`THRESHOLD`) with the 192 px board ``demo``."""
     path = tmp_path_factory.mktemp("serve") / "tiny.bundle"
     return make_tiny_bundle(path, threshold=THRESHOLD, boards={"demo": board(1, 192)})
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server for the session (see ``tests/serve/postgres.py``), stopped at the end.
+
+    Skipped, with the reason, where psycopg is not installed or PostgreSQL is missing or cannot start.
+    """
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[serve]'")
+    from tests.serve.postgres import Unavailable, private_postgres
+
+    try:
+        with private_postgres() as server:
+            yield server
+    except Unavailable as exc:
+        pytest.skip(f"no PostgreSQL server for the tests: {exc}")
+
+
+@pytest.fixture
+def postgres_url(postgres, request: pytest.FixtureRequest) -> str:
+    """The SQLAlchemy URL of a new empty database on the session's PostgreSQL server, one per test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return postgres.create_database(f"{name}_{uuid.uuid4().hex[:8]}")

@@ -6,12 +6,18 @@ of ``detections``, written in one transaction before the service answers. A data
 others as they are); its inspections have no detection rows. On SQLite
 the journal runs in WAL mode with ``synchronous=FULL``, so a committed row survives a crash of the
 process or of the machine.
+
+On PostgreSQL (``postgresql+psycopg://user@host/db``) several service processes can share one database:
+timestamps are ``timestamp with time zone``, pooled connections are checked before use (a restarted
+server costs no request), and processes that start at once create the tables one after the other
+under an advisory lock (``CREATE TABLE`` of the same table in two sessions fails on PostgreSQL).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -40,7 +46,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InternalError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from pcbsiam.errors import PcbsiamError
@@ -52,21 +58,35 @@ log = logging.getLogger(__name__)
 READ_ERROR = "the inspection database cannot be read"
 
 
+#: Databases whose timestamps keep their time zone: there the column is ``timestamp with time zone``.
+TZ_AWARE_DIALECTS = frozenset({"postgresql"})
+
+
 class UTCDateTime(TypeDecorator):
-    """A timestamp stored as naive UTC and read back as an aware UTC ``datetime``."""
+    """A timestamp read back as an aware UTC ``datetime``.
+
+    Stored as ``timestamp with time zone`` where the database has one (PostgreSQL: the same instant
+    whatever the session's ``TimeZone``), elsewhere as naive UTC (SQLite). A naive value given is taken
+    as UTC.
+    """
 
     impl = DateTime
     cache_ok = True
 
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        aware = dialect.name in TZ_AWARE_DIALECTS
+        return dialect.type_descriptor(DateTime(timezone=aware))
+
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value if dialect.name in TZ_AWARE_DIALECTS else value.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 metadata = MetaData()
@@ -138,13 +158,44 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur.close()
 
 
+#: Key of the PostgreSQL advisory lock held while the tables are created (the bytes of "pcbsiam").
+SCHEMA_LOCK = int.from_bytes(b"pcbsiam", "big")
+
+
+def create_schema(engine: Engine, attempts: int = 3) -> None:
+    """Create the tables and indexes missing from the database of ``engine``, safely from several processes.
+
+    ``create_all`` looks for each table and then creates it: two processes starting at once both see none,
+    and the second ``CREATE TABLE`` fails. On PostgreSQL the whole check-and-create runs in one transaction
+    holding an advisory lock, so the second process waits, then finds the tables (DDL is transactional
+    there). On other databases a failed attempt is retried, when it finds what the other process made.
+
+    Raises:
+        SQLAlchemyError: the tables could not be created (after ``attempts`` tries elsewhere than PostgreSQL).
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK)))
+            metadata.create_all(conn)
+        return
+    for attempt in range(1, attempts + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.1 * attempt)
+
+
 def open_database(url: str, create: bool = True) -> Engine:
-    """An engine for ``url``; SQLite files get WAL and ``synchronous=FULL``.
+    """An engine for ``url``; SQLite files get WAL and ``synchronous=FULL``, server databases a pool whose
+    connections are checked before use.
 
     Args:
-        url: any SQLAlchemy URL, e.g. ``sqlite:///inspections.db`` or ``postgresql+psycopg://...``.
+        url: any SQLAlchemy URL, e.g. ``sqlite:///inspections.db`` or ``postgresql+psycopg://user@host/db``.
         create: create the database file and the tables where missing (an older database gets the tables
-            added since; existing tables are left as they are).
+            added since; existing tables are left as they are). A server database itself must exist.
     """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
@@ -156,11 +207,14 @@ def open_database(url: str, create: bool = True) -> Engine:
             if create:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs = {"connect_args": {"check_same_thread": False, "timeout": 15}}
+    else:
+        # a server restarted, or a connection dropped by a proxy, would otherwise fail the next request
+        kwargs = {"pool_pre_ping": True}
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if create:
-        metadata.create_all(engine)
+        create_schema(engine)
     return engine
 
 
@@ -218,7 +272,7 @@ class InspectionStore:
                 shown = make_url(url).render_as_string(hide_password=True)
             except (SQLAlchemyError, ValueError):
                 shown = "(unparsable URL)"
-            raise PcbsiamError(f"cannot open the inspection database {shown}: {exc}") from exc
+            raise PcbsiamError(f"cannot open the inspection database {shown}: {_reason(exc)}") from exc
 
     def add(self, row: dict[str, Any]) -> None:
         """Insert one inspection row and its detection rows and commit them together (durably on SQLite)

@@ -466,4 +466,6 @@ def _finite(value: float) -> float:
 
 
 def _name(filename: str | None) -> str | None:
-    return None if not filename else filename[-255:]
+    """The last 255 characters of an uploaded file's name, without NUL characters (PostgreSQL text refuses them)."""
+    filename = (filename or "").replace("\x00", "")
+    return filename[-255:] or None
