@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -131,3 +134,13 @@ def postgres_url(postgres, request: pytest.FixtureRequest) -> str:
     """The SQLAlchemy URL of a new empty database on the session's PostgreSQL server, one per test."""
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
     return postgres.create_database(f"{name}_{uuid.uuid4().hex[:8]}")
+
+
+def start_serve(bundle: Path, db_url: str, port: int, log: Path, *extra: str) -> subprocess.Popen:
+    """A ``pcbsiam serve`` process on ``port`` with the records at ``db_url`` (two inspection threads, warnings
+    only, no token), its output appended to ``log``; ``extra`` options are added."""
+    cmd = [sys.executable, "-m", "pcbsiam.cli.serve", "serve", "--model", str(bundle), "--db", db_url]
+    cmd += ["--port", str(port), "--log-level", "warning", "--workers-threads", "2", *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PCBSIAM_TOKEN": ""}
+    with open(log, "ab") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from pcbsiam.cli.serve import main
-from tests.serve.conftest import bad_board, free_port, good_board, png_bytes, wait_healthy
+from tests.serve.conftest import bad_board, free_port, good_board, png_bytes, start_serve, wait_healthy
 
 for _module in ("fastapi", "uvicorn", "multipart", "sqlalchemy"):
     pytest.importorskip(_module, reason="the serve extra is not installed: pip install -e '.[serve]'")
@@ -28,27 +26,7 @@ DEADLINE_S = 60.0
 
 
 def start_server(bundle: Path, db: Path, port: int, log: Path) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pcbsiam.cli.serve",
-        "serve",
-        "--model",
-        str(bundle),
-        "--db",
-        f"sqlite:///{db}",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--workers-threads",
-        "2",
-        "--max-queue",
-        "32",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PCBSIAM_TOKEN": ""}
-    with open(log, "ab") as fh:
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return start_serve(bundle, f"sqlite:///{db}", port, log, "--max-queue", "32")
 
 
 def test_sigkill_under_load_loses_no_answered_inspection(serve_bundle: Path, tmp_path: Path, capsys) -> None:

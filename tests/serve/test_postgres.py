@@ -8,9 +8,7 @@ psycopg or PostgreSQL the tests are skipped with the reason.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +34,7 @@ from tests.serve.conftest import (  # noqa: E402
     good_board,
     png_bytes,
     post,
+    start_serve,
     wait_healthy,
 )
 
@@ -153,27 +152,7 @@ def test_an_unreachable_server_is_one_sentence() -> None:
 
 def start_service(bundle: Path, db_url: str, port: int, log: Path) -> subprocess.Popen:
     """``pcbsiam serve`` on ``port`` with the records at ``db_url`` (one torch thread, two inspection threads)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pcbsiam.cli.serve",
-        "serve",
-        "--model",
-        str(bundle),
-        "--db",
-        db_url,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--workers-threads",
-        "2",
-        "--threads",
-        "1",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PCBSIAM_TOKEN": ""}
-    with open(log, "ab") as fh:
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return start_serve(bundle, db_url, port, log, "--threads", "1")
 
 
 def test_two_services_share_one_database_under_load(serve_bundle: Path, postgres_url: str, tmp_path: Path) -> None:
