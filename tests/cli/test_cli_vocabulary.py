@@ -21,28 +21,19 @@ import pytest
 from pcbsiam.cli import common
 from pcbsiam.cli.main import build_parser, log_level, main
 from pcbsiam.config import PRESET_DIR
+from tests.cli.test_cli_parser import _all_parsers
 
 INSPECT = ["inspect", "--model", "m", "--out", "o"]
 
 
-def _parsers(parser: argparse.ArgumentParser, name: str = "pcbsiam") -> dict[str, argparse.ArgumentParser]:
-    """Every parser of the command, by its command line (``pcbsiam bench train``)."""
-    out = {name: parser}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub_name, sub in action.choices.items():
-                out.update(_parsers(sub, f"{name} {sub_name}"))
-    return out
-
-
 def _commands() -> dict[str, argparse.ArgumentParser]:
     """The parsers that run something (they set ``func``)."""
-    return {name: p for name, p in _parsers(build_parser()).items() if p.get_default("func")}
+    return {name: p for name, p in _all_parsers(build_parser()).items() if p.get_default("func")}
 
 
 def _help(*argv: str) -> str:
     """The help of a sub-command as printed, whitespace collapsed."""
-    parser = _parsers(build_parser())[" ".join(("pcbsiam", *argv))]
+    parser = _all_parsers(build_parser())[" ".join(("pcbsiam", *argv))]
     return " ".join(parser.format_help().split())
 
 
@@ -71,7 +62,7 @@ def test_verbosity_before_and_after_the_sub_command(argv: list[str], verbose: bo
 
 
 def test_every_parser_takes_verbose_and_quiet() -> None:
-    for name, parser in _parsers(build_parser()).items():
+    for name, parser in _all_parsers(build_parser()).items():
         flags = {s for a in parser._actions for s in a.option_strings}
         assert {"-v", "--verbose", "-q", "--quiet"} <= flags, f"{name} lacks -v/-q"
 
@@ -274,7 +265,7 @@ def test_help_follows_the_registries(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(base._REGISTRY, "newmode", base.PairModel)
     (tmp_path / "new-preset.yaml").write_text("{}\n")
     monkeypatch.setattr(pcbsiam.config, "PRESET_DIR", tmp_path)
-    helps = {name: " ".join(p.format_help().split()) for name, p in _parsers(parser).items()}
+    helps = {name: " ".join(p.format_help().split()) for name, p in _all_parsers(parser).items()}
     assert "newmode" in helps["pcbsiam bench train"]
     assert "new-preset" in helps["pcbsiam train"]
     assert parser.parse_args(["bench", "train", "--modes", "stack"]).modes == "stack"
