@@ -11,6 +11,18 @@ from PIL import Image
 SHARED_DEEPPCB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "DeepPCB"
 
 
+def run_cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
+    """Run ``pcbsiam ARGS`` in this process: (exit code, stdout, stderr); argparse's refusals give their code."""
+    from pcbsiam.cli.main import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse refuses an option
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def board(seed: int, size: int = 96) -> np.ndarray:
     """A (size, size) uint8 board of random white rectangles on black."""
     rng = np.random.default_rng(seed)

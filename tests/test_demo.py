@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pcbsiam.demo import epoch_seconds, format_summary, train_stage
+import pytest
+
+from pcbsiam.demo import epoch_seconds, format_summary, ready_stage, train_stage
 
 BEST = {"epoch": 1, "val_accuracy": 0.9, "val_auroc": 0.95, "threshold": 0.4}
 
@@ -61,3 +63,23 @@ def test_a_trained_or_resumed_run_reports_this_call(tmp_path: Path) -> None:
     resumed = train_stage(run, {"best": BEST, "seconds": 7.0}, {0: 5.0}, epoch_seconds(run))
     assert (resumed["status"], resumed["seconds"]) == ("resumed", 7.0)
     assert "resumed" in format_summary(_report(resumed))
+
+
+def test_the_ready_stage_inspects_a_shipped_example_with_the_ready_model(tmp_path: Path) -> None:
+    stage = ready_stage(tmp_path / "ready")
+    assert stage["board"] == "20085003" and stage["annotated_defects"] > 0
+    assert stage["verdict"] == "defective" and 0 < stage["defects_in_flagged_tiles"] <= stage["annotated_defects"]
+    assert (tmp_path / "ready" / "overlay.png").is_file() and (tmp_path / "ready" / "inspection.json").is_file()
+    report = _report({"run": "r", "best": BEST, "seconds": 1.0, "status": "trained"})
+    report["stages"]["ready"] = stage
+    line = next(x for x in format_summary(report).splitlines() if x.startswith("ready"))
+    assert "--model deeppcb" in line and "20085003" in line
+
+
+def test_the_demo_refuses_a_run_without_validation_boards_before_writing_anything(tmp_path: Path) -> None:
+    from pcbsiam.demo import run_demo
+    from pcbsiam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.val_fraction must be above 0"):
+        run_demo(tmp_path / "demo", overrides=["data.val_fraction=0"])
+    assert not (tmp_path / "demo").exists()

@@ -249,8 +249,11 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if value is not None and not (value > bound if strict else value >= bound):
             raise ConfigError(f"{key} must be {'>' if strict else '>='} {bound}, got {value}")
-    if not 0.0 < cfg.data.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {cfg.data.val_fraction}")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(
+            f"data.val_fraction must be at least 0 and below 1 (0: train on every item, no validation), "
+            f"got {cfg.data.val_fraction}"
+        )
     if not 0.0 < cfg.model.band_level < 1.0:
         raise ConfigError(f"model.band_level must be between 0 and 1 (exclusive), got {cfg.model.band_level}")
     from pcbsiam.models import mode_class  # the registry imports this module: import it when validating

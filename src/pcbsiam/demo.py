@@ -1,4 +1,5 @@
-"""The main job on embedded data: synthetic boards -> train -> calibrate -> evaluate -> inspect."""
+"""The main job on embedded data: synthetic boards -> train -> calibrate -> evaluate -> inspect, then the ready
+model on a real DeepPCB board it did not train on."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pcbsiam.data.sources import patches_of, read_boards
 from pcbsiam.data.store import load_store
 from pcbsiam.data.synth import write_dataset
 from pcbsiam.deploy.inspector import Inspector
+from pcbsiam.errors import ConfigError
 from pcbsiam.evaluation.evaluate import calibrate_model, evaluate_models
 from pcbsiam.io import read_jsonl, write_json
 from pcbsiam.train.fit import fit
@@ -21,6 +23,8 @@ from pcbsiam.viz.plots import plot_distance_histograms, plot_roc
 log = logging.getLogger(__name__)
 
 HEADLINE = ("accuracy", "balanced_accuracy", "recall", "false_alarm_rate", "auroc")
+#: The shipped example pair the demo inspects with the ready model (``pcbsiam.ready``).
+READY_EXAMPLE = "20085003"
 
 
 def run_demo(
@@ -42,21 +46,23 @@ def run_demo(
     t0 = time.perf_counter()
     report: dict = {"stages": {}, "path": str(out / "report.json")}
     data_root = out / "synthetic"
-    if not (data_root / "PCBData" / "trainval.txt").is_file():
-        log.info("stage 1/5: writing %d synthetic boards to %s", boards, data_root)
-        write_dataset(data_root, boards=boards, seed=seed, size=size, groups=4)
     cfg = load_config(preset, [f"data.root={data_root}", *(overrides or [])])
+    if cfg.data.val_fraction == 0:
+        raise ConfigError("the demo evaluates and inspects validation boards: data.val_fraction must be above 0")
+    if not (data_root / "PCBData" / "trainval.txt").is_file():
+        log.info("stage 1/6: writing %d synthetic boards to %s", boards, data_root)
+        write_dataset(data_root, boards=boards, seed=seed, size=size, groups=4)
     store = load_store(read_boards(data_root))
     report["stages"]["data"] = {"root": str(data_root), **patches_of(store, cfg.data.patch).stats()}
 
-    log.info("stage 2/5: training (%s preset)", preset)
+    log.info("stage 2/6: training (%s preset)", preset)
     run_dir = out / "run"
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
     before = epoch_seconds(run_dir) if resume else {}
     summary = fit(cfg, run_dir, resume=resume)
     report["stages"]["train"] = train_stage(run_dir, summary, before, epoch_seconds(run_dir))
 
-    log.info("stage 3/5: calibrating the threshold on the training boards")
+    log.info("stage 3/6: calibrating the threshold on the training boards")
     bundle = calibrate_model(run_dir, data_root)
     bundle_path = bundle.save(out / "model.bundle")
     report["stages"]["calibrate"] = {
@@ -65,7 +71,7 @@ def run_demo(
         "train_accuracy": bundle.calibration["value"],
     }
 
-    log.info("stage 4/5: evaluating on the validation boards, beside the classical comparison")
+    log.info("stage 4/6: evaluating on the validation boards, beside the classical comparison")
     result, curves = evaluate_models([bundle_path], data_root, baseline=True)
     plots = [
         plot_distance_histograms(
@@ -83,7 +89,7 @@ def run_demo(
     }
     write_json(out / "evaluation.json", result)
 
-    log.info("stage 5/5: inspecting one whole validation board")
+    log.info("stage 5/6: inspecting one whole validation board")
     val_name = sorted(bundle.calibration["val_items"])[0]
     pair = next(p for p in store.pairs if p.name == val_name)
     tested = load_gray(pair.tested)
@@ -97,9 +103,38 @@ def run_demo(
         "shift": inspection.shift,
         "overlay": str(out / "overlay.png"),
     }
+    log.info("stage 6/6: the ready model (--model deeppcb) on a real DeepPCB board it did not train on")
+    report["stages"]["ready"] = ready_stage(out / "ready")
     report["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "report.json", report)
     return report
+
+
+def ready_stage(out: Path, example: str = READY_EXAMPLE) -> dict:
+    """Inspect one shipped example pair with the ready model; write ``out/inspection.json`` and ``out/overlay.png``.
+
+    Returns:
+        The board, its annotated defects, the verdict, how many tiles were flagged and how many of the annotated
+        defects lie in a flagged tile.
+    """
+    from pcbsiam.data.deeppcb import read_deeppcb
+    from pcbsiam.deploy.bundle import load_bundle
+    from pcbsiam.ready import examples_root
+
+    pair = next(p for p in read_deeppcb(examples_root(), "examples.txt").pairs if p.name == example)
+    bundle = load_bundle("deeppcb")
+    tested = load_gray(pair.tested)
+    inspection = Inspector(bundle).inspect(tested, load_gray(pair.template))
+    render_overlay(tested, inspection, out / "overlay.png", truth=pair.boxes)
+    write_json(out / "inspection.json", inspection.to_dict())
+    return {
+        "board": pair.name,
+        "annotated_defects": len(pair.boxes),
+        "verdict": "defective" if inspection.defective else "pass",
+        "defective_tiles": sum(t.defective for t in inspection.tiles),
+        "defects_in_flagged_tiles": int(inspection.flags(pair.boxes).sum()),
+        "overlay": str(out / "overlay.png"),
+    }
 
 
 def epoch_seconds(run_dir: Path) -> dict[int, float]:
@@ -160,6 +195,13 @@ def format_summary(report: dict) -> str:
         f"inspect    board {i['board']} ({i['annotated_defects']} annotated defects): {i['verdict']}, "
         f"shift {i['shift']['dy']},{i['shift']['dx']} -> {i['overlay']}"
     )
+    r = st.get("ready")
+    if r:
+        lines.append(
+            f"ready      --model deeppcb on DeepPCB board {r['board']} ({r['annotated_defects']} annotated defects): "
+            f"{r['verdict']}, {r['defective_tiles']} tiles flagged holding {r['defects_in_flagged_tiles']} of the "
+            f"defects -> {r['overlay']}"
+        )
     lines.append(f"total      {report['seconds']} s")
     lines.append(f"report     {report['path']}")
     return "\n".join(lines)

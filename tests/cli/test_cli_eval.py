@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcbsiam.cli.main import main
 from pcbsiam.data.crops import PatchSpec
 from pcbsiam.deploy.bundle import load_bundle
 from pcbsiam.evaluation.evaluate import classical_scorer, load_subset
-from tests.conftest import board
-
-
-def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.conftest import board, run_cli
 
 
 def test_calibrate_evaluate_inspect_chain(

@@ -269,3 +269,54 @@ def test_help_follows_the_registries(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "newmode" in helps["pcbsiam bench train"]
     assert "new-preset" in helps["pcbsiam train"]
     assert parser.parse_args(["bench", "train", "--modes", "stack"]).modes == "stack"
+
+
+def test_out_is_a_folder_in_every_command() -> None:
+    """``--out`` names a folder everywhere; a single file has its own option (``--bundle``, ``--png``, ``--json``)."""
+    for name, parser in _commands().items():
+        out = next((a for a in parser._actions if "--out" in a.option_strings), None)
+        if out is None:
+            continue
+        assert out.type is common.out_folder or out.type.__qualname__.startswith("out_folder_or"), name
+        assert out.type("some/new/folder") == "some/new/folder"
+
+
+def test_single_output_takes_the_named_file_or_a_file_in_the_folder(caplog: pytest.LogCaptureFixture) -> None:
+    assert common.single_output("a/x.bundle", None, "model.bundle", "bundle") == Path("a/x.bundle")
+    assert common.single_output(None, "runs/cal", "model.bundle", "bundle") == Path("runs/cal/model.bundle")
+    assert common.single_output(None, None, "model.bundle", "bundle") is None
+    with caplog.at_level(logging.WARNING, logger="pcbsiam"):  # the earlier meaning of --out still works
+        assert common.single_output(None, "old.bundle", "model.bundle", "bundle") == Path("old.bundle")
+    assert "name the file with --bundle" in caplog.text
+    with pytest.raises(common.ConfigError, match="not both"):
+        common.single_output("x.png", "d", "boards.png", "png")
+
+
+def test_calibrate_writes_model_bundle_into_out(
+    tiny_run: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["calibrate", "--model", str(tiny_run), "--data", str(synth_root), "--max-patches", "64"]
+    assert main([*argv, "--out", str(tmp_path / "cal")]) == 0
+    assert json.loads(capsys.readouterr().out)["bundle"] == str(tmp_path / "cal" / "model.bundle")
+    assert (tmp_path / "cal" / "model.bundle").is_file()
+
+
+def test_a_closed_pipe_ends_the_command_quietly_and_other_broken_pipes_still_raise() -> None:
+    code = (
+        "import argparse, sys\n"
+        "from pcbsiam.cli.main import run\n"
+        "def talk(args):\n"
+        "    for _ in range(100000):\n"
+        "        print('x' * 50)\n"
+        "def worker(args):\n"
+        "    raise BrokenPipeError('a worker pipe')\n"
+        "sys.exit(run(argparse.Namespace(func=talk if sys.argv[1] == 'talk' else worker)))\n"
+    )
+    reader = subprocess.Popen(["head", "-c", "10"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    talk = [sys.executable, "-c", code, "talk"]
+    done = subprocess.run(talk, stdout=reader.stdin, stderr=subprocess.PIPE, timeout=120)
+    reader.stdin.close()
+    reader.wait(timeout=30)
+    assert done.returncode == 141 and b"Traceback" not in done.stderr
+    other = subprocess.run([sys.executable, "-c", code, "worker"], capture_output=True, text=True, timeout=120)
+    assert other.returncode == 1 and "a worker pipe" in other.stderr

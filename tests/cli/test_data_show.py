@@ -8,29 +8,23 @@ import pytest
 from PIL import Image
 
 from pcbsiam.cli.data import choose_items
-from pcbsiam.cli.main import main
 from pcbsiam.data.sources import read_boards
 from pcbsiam.errors import ConfigError
-
-
-def run_cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.conftest import run_cli
 
 
 def test_an_unknown_name_is_a_sentence_naming_the_items(
     tiny_deeppcb: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     png = tmp_path / "show.png"
-    code, out, err = run_cli(capsys, "data", "show", "--data", tiny_deeppcb, "--out", png, "--name", "nosuch")
+    code, out, err = run_cli(capsys, "data", "show", "--data", tiny_deeppcb, "--png", png, "--name", "nosuch")
     assert code == 2 and out == ""
     assert err.startswith("pcbsiam: error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert "no item named 'nosuch'" in err and "8 items" in err and "12000000" in err
     assert not png.exists()
-    code, _, err = run_cli(capsys, "data", "show", "--data", tiny_deeppcb, "--out", png, "--name", "1200000")
+    code, _, err = run_cli(capsys, "data", "show", "--data", tiny_deeppcb, "--png", png, "--name", "1200000")
     assert code == 2 and "closest" in err and "12000000" in err  # a near miss: the close names
-    code, _, err = run_cli(capsys, "data", "show", "--data", tiny_deeppcb, "--out", png, "--n", "0")
+    code, _, err = run_cli(capsys, "data", "show", "--data", tiny_deeppcb, "--png", png, "--n", "0")
     assert code == 2 and "--n must be at least 1" in err
 
 

@@ -17,18 +17,9 @@ from pcbsiam.data.sources import read_boards
 from pcbsiam.detection.factory import DETECTORS, make_detector
 from pcbsiam.errors import ConfigError
 from pcbsiam.viz.overlay import render_detections
-from tests.conftest import board
+from tests.conftest import board, run_cli
 
 FIGURES = ("precision", "recall", "f_score", "ap", "n_images", "n_gt", "n_det", "n_correct", "confusion", "per_type")
-
-
-def run_cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse refuses an option
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pcbsiam.cli.main import main
-
-
-def run_cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.conftest import run_cli
 
 
 def _pair(root: Path) -> tuple[Path, Path, Path]:

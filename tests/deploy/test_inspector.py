@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from pcbsiam.data.synth import generate_pair
 from pcbsiam.deploy.bundle import load_bundle
-from pcbsiam.deploy.inspector import Inspector, board_tiles
+from pcbsiam.deploy.inspector import Inspection, Inspector, TileResult, board_tiles
 from pcbsiam.errors import PcbsiamError, RegistrationError
 from pcbsiam.viz.overlay import render_overlay
 from tests.conftest import board, make_tiny_bundle
@@ -263,3 +263,13 @@ def test_pipeline_plan_pipelines_int8_by_default_and_leaves_the_network_a_thread
     assert pipeline_plan("off", "onnx-int8", 2) == (False, 2)
     with pytest.raises(PcbsiamError, match="pipeline must be one of"):
         pipeline_plan("sometimes", "torch", 2)
+
+
+def test_flags_says_which_annotated_boxes_have_their_centre_in_a_flagged_tile() -> None:
+    # a 10 x 20 board of two tiles side by side: the right one (x 10..20) flagged
+    tiles = [TileResult(0, 0, 10, 10, 0.0, False), TileResult(0, 10, 10, 10, 1.0, True)]
+    inspection = Inspection(True, 0.5, {"dy": 0, "dx": 0}, tiles, (10, 20))
+    boxes = np.array([[2, 2, 6, 6, 1], [12, 2, 16, 6, 3], [8, 0, 10, 4, 2], [2, 12, 6, 16, 4]])
+    # centres (x, y): (4, 4) left tile, (14, 4) right tile, (9, 2) left tile, (4, 14) below the board
+    assert inspection.flags(boxes).tolist() == [False, True, False, False]
+    assert inspection.flags(np.zeros((0, 5), np.int64)).tolist() == []

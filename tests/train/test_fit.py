@@ -56,6 +56,31 @@ def test_fit_writes_the_run_folder(synth_root: Path, tmp_path: Path) -> None:
         fit(cfg, run)
 
 
+def test_val_fraction_0_trains_on_every_item_and_keeps_the_last_epoch(synth_root: Path, tmp_path: Path) -> None:
+    cfg = load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}", "data.val_fraction=0"])
+    summary = fit(cfg, tmp_path / "run")
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["val"] == [] and len(split["train"]) == 24
+    records = map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["val_accuracy"] for r in epochs] == [None, None] and all(r["val_patches"] == 0 for r in epochs)
+    assert summary["best"]["epoch"] == 1  # no validation: the last epoch is the model
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"] if k != "threshold")
+    assert float(best["model"]["threshold"]) == pytest.approx(epochs[-1]["threshold"])
+    assert (tmp_path / "run" / "learning_curve.png").is_file()
+    # calibrated, it remembers that no item was kept out, and evaluation says what its figures are
+    from pcbsiam.evaluation.evaluate import calibrate_model, evaluate_models
+
+    bundle = calibrate_model(tmp_path / "run", synth_root, max_patches=64)
+    assert bundle.calibration["val_items"] == [] and bundle.calibration["subset"] == "train"  # every item
+    path = bundle.save(tmp_path / "m.bundle")
+    result, _ = evaluate_models([path], synth_root, max_patches=64)
+    report = result["models"]["m"]
+    assert report["subset"] == "all" and any("trained without validation items" in n for n in report["notes"])
+
+
 def test_resume_after_kill_ends_where_uninterrupted_run_ends(synth_root: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     extra = ["train.epochs=2", "train.triplets=64"]

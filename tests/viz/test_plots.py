@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pcbsiam.viz.plots import plot_distance_histograms, plot_learning_curve_grid, plot_learning_curves, plot_roc
@@ -141,3 +142,25 @@ def test_wants_log_counts() -> None:
     assert wants_log_counts([np.array([1640, 3, 0]), np.array([2, 5, 4])])
     assert not wants_log_counts([np.array([40, 30]), np.array([10, 20])])
     assert not wants_log_counts([np.array([1640, 3])])  # one class: nothing to flatten
+
+
+def test_learning_curves_of_a_run_without_validation_items_show_its_training_accuracy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pcbsiam.viz.plots as plots
+
+    titles: list[str] = []
+    save = plots._save
+
+    def keep_titles(fig, path):  # noqa: ANN001, ANN202
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep_titles)
+    records = [{"kind": "step", "epoch": 0, "step": s, "global_step": s, "loss": 1.0 / (s + 1)} for s in range(4)]
+    records += [
+        {"kind": "epoch", "epoch": e, "train_accuracy": 0.9 + e / 100, "val_accuracy": None, "val_auroc": None}
+        for e in range(2)
+    ]
+    _check_png(plot_learning_curves(records, tmp_path / "curves.png"))
+    assert "No validation items: training accuracy" in titles

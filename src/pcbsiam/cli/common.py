@@ -157,6 +157,38 @@ def out_file(text: str) -> str:
     return _output(text, folder=False)
 
 
+def out_folder_or(suffix: str) -> Callable[[str], str]:
+    """argparse type of ``--out`` where it once named a file: a folder, or (still accepted, see
+    :func:`single_output`) a file ending in ``suffix``."""
+
+    def check(text: str) -> str:
+        return _output(text, folder=not text.endswith(suffix))
+
+    return check
+
+
+def single_output(file: str | None, out: str | None, name: str, option: str) -> Path | None:
+    """Where a command that writes one file writes it: ``--<option> FILE``, else ``--out DIR``/``name``; None
+    when neither is given. ``--out`` naming a file with ``name``'s suffix (its meaning before ``--out`` was a
+    folder everywhere) still works, with a warning.
+
+    Raises:
+        ConfigError: both are given.
+    """
+    if file and out:
+        raise ConfigError(f"give --{option} FILE or --out DIR, not both")
+    if file:
+        return Path(file)
+    if not out:
+        return None
+    if out.endswith(Path(name).suffix):
+        import logging
+
+        logging.getLogger("pcbsiam").warning("--out %s: --out is a folder now; name the file with --%s", out, option)
+        return Path(out)
+    return Path(out) / name
+
+
 def bounded(kind: type, low: float, high: float, high_open: bool = False) -> Any:
     """argparse type: a ``kind`` (int or float) in [low, high] (``high_open``: [low, high))."""
     span = f"[{low}, {high}{')' if high_open else ']'}"
@@ -207,8 +239,13 @@ def device_option(help: str = DEVICE_HELP) -> argparse.ArgumentParser:
     return p
 
 
-def model_option(help: str, required: bool = True, repeat: bool = False) -> argparse.ArgumentParser:
-    """``--model``: a bundle, run folder or checkpoint (``repeat``: a list, one per ``--model``)."""
+def model_option(help: str, required: bool = True, repeat: bool = False, ready: bool = True) -> argparse.ArgumentParser:
+    """``--model``: a bundle, run folder or checkpoint (``repeat``: a list, one per ``--model``); with ``ready``
+    the help names the ready models shipped in the package (``--model deeppcb``)."""
+    from pcbsiam.ready import READY_MODELS
+
+    if ready:
+        help = f"{help}, or a ready model: {', '.join(READY_MODELS)}"
     p = _parent()
     if repeat:
         p.add_argument("--model", required=required, action="append", help=help)

@@ -8,7 +8,15 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pcbsiam.cli.common import data_options, out_file, out_folder, progress, report_skipped
+from pcbsiam.cli.common import (
+    data_options,
+    out_file,
+    out_folder,
+    out_folder_or,
+    progress,
+    report_skipped,
+    single_output,
+)
 from pcbsiam.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,12 +60,15 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     from pcbsiam.data.sources import no_readable_items, read_boards
     from pcbsiam.viz.overlay import plot_board_pairs
 
+    out = single_output(args.png, args.out, "boards.png", "png")
+    if out is None:
+        raise ConfigError("give --out DIR (boards.png is written there) or --png FILE")
     boards = read_boards(args.data, args.split)
     if not boards.pairs:
         raise no_readable_items(args.data, f"the split {args.split}", boards.skipped)
     chosen = choose_items(boards.pairs, args.name, args.n, f"the split {args.split} of {args.data}")
     rows = [(load_gray(p.tested), load_gray(p.template), p.boxes, p.name) for p in chosen]
-    print(plot_board_pairs(rows, args.out))
+    print(plot_board_pairs(rows, out))
     report_skipped(boards.skipped)
     return 0
 
@@ -133,7 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="draw template and tested image with their defect boxes (PNG)",
         parents=[data_options(cache_dir=False)],
     )
-    s.add_argument("--out", required=True, type=out_file, help="PNG to write")
+    s.add_argument("--out", default=None, type=out_folder_or(".png"), help="folder for boards.png")
+    s.add_argument("--png", default=None, type=out_file, help="PNG file to write (instead of --out DIR)")
     s.add_argument("--n", type=int, default=2, help="number of items (the first of the split) when no --name is given")
     s.add_argument("--name", action="append", help="an item to draw, e.g. 20085000 (repeat for more; all are drawn)")
     s.set_defaults(func=cmd_data_show)

@@ -45,12 +45,18 @@ def bundle_card(path: str | Path) -> dict:
     """What a bundle is: its network, patch geometry, threshold, calibration and training data, as plain data."""
     from pcbsiam.config import inference_settings
     from pcbsiam.deploy.bundle import load_bundle
+    from pcbsiam.ready import card_path, examples_root, ready_name, resolve_model
 
+    path = resolve_model(path)
     bundle = load_bundle(path)
     m = bundle.cfg.model
     cal = bundle.calibration
+    ready = ready_name(path)
     return {
         "bundle": str(path),
+        "ready_model": {"name": ready, "card": str(card_path(ready)), "examples": str(examples_root())}
+        if ready
+        else None,
         "mb": _mb(Path(path)) if Path(path).is_file() else None,
         "network": {
             "mode": m.mode,
@@ -74,6 +80,8 @@ def render_card(card: dict) -> str:
     """The card of :func:`bundle_card` as aligned ``key: value`` lines."""
     lines = []
     for key, value in card.items():
+        if value is None and key == "ready_model":
+            continue
         if isinstance(value, dict):
             lines.append(f"{key}:")
             lines.extend(f"  {k:<18} {v}" for k, v in value.items())
@@ -88,7 +96,12 @@ def render_card(card: dict) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what a bundle is (``--json``: as JSON)."""
     card = bundle_card(args.model)
-    print(json.dumps(card, indent=2, default=str) if args.json else render_card(card))
+    if args.json:
+        print(json.dumps(card, indent=2, default=str))
+        return 0
+    print(render_card(card))
+    if card["ready_model"]:  # a shipped model: its card follows, as written
+        print("\n" + Path(card["ready_model"]["card"]).read_text().rstrip())
     return 0
 
 
@@ -127,6 +140,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_export)
 
     i = sub.add_parser("info", help="what a bundle is: network, threshold, calibration and the data it was trained on")
-    i.add_argument("model", metavar="BUNDLE", help="bundle file (or training run folder)")
+    from pcbsiam.ready import READY_MODELS
+
+    i.add_argument(
+        "model",
+        metavar="BUNDLE",
+        help=f"bundle file (or training run folder), or a ready model: {', '.join(READY_MODELS)}",
+    )
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
     i.set_defaults(func=cmd_info)

@@ -328,7 +328,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "detect",
         help="typed defect boxes of a pair (or a batch) in the DeepPCB benchmark's format, scored when annotated",
         parents=[
-            model_option("detector checkpoint (needed by --method learned)", required=False),
+            model_option("detector checkpoint (needed by --method learned)", required=False, ready=False),
             data_options(required=False, data_help=DEEPPCB_HELP, cache_dir=False),
             device_option(),
             _subset_options(),

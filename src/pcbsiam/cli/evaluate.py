@@ -20,11 +20,14 @@ from pcbsiam.cli.common import (
     model_option,
     out_file,
     out_folder,
+    out_folder_or,
     progress_bar,
+    single_output,
     tiling_options,
     write_json_if,
 )
-from pcbsiam.errors import PcbsiamError
+from pcbsiam.errors import ConfigError, PcbsiamError
+from pcbsiam.ready import ready_name, resolve_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,6 +41,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from pcbsiam.evaluation.evaluate import calibrate_model
 
     parse_policy(args.policy)  # a sentence before anything is loaded
+    out = single_output(args.bundle, args.out, "model.bundle", "bundle")
+    if out is None and ready_name(resolve_model(args.model)):
+        raise ConfigError(
+            f"--model {args.model} is a ready model inside the package: give --bundle FILE (or --out DIR) for the "
+            "new bundle"
+        )
     boards = {}
     for item in args.board or []:
         name, _, path = item.partition("=")
@@ -56,11 +65,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         boards,
         inference_of(args),
     )
-    out = (
-        Path(args.out)
-        if args.out
-        else (Path(args.model) / "model.bundle" if Path(args.model).is_dir() else Path(args.model))
-    )
+    if out is None:
+        out = Path(args.model) / "model.bundle" if Path(args.model).is_dir() else Path(args.model)
     bundle.save(out, half=args.half)
     cal = bundle.calibration
     print(
@@ -290,10 +296,8 @@ def _inspect_batch(args: argparse.Namespace, inspector: Inspector, out: Path, pi
                 labelled += 1
                 clean += int(len(boxes) == 0)
                 correct += int(res.defective == (len(boxes) > 0))
-                for x1, y1, x2, y2, _ in boxes.tolist():
-                    cy, cx = (y1 + y2) / 2, (x1 + x2) / 2
-                    boxes_total += 1
-                    caught += any(t.defective and t.y <= cy < t.y + t.h and t.x <= cx < t.x + t.w for t in res.tiles)
+                boxes_total += len(boxes)
+                caught += int(res.flags(boxes).sum())
     if not rows:  # nothing inspected: refuse rather than report an empty batch
         raise no_readable_items(where, source, skipped)
     buf = io.StringIO()
@@ -379,8 +383,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ],
     )
     c.add_argument("--board", action="append", metavar="NAME=IMAGE", help="register a standard board")
+    c.add_argument("--out", default=None, type=out_folder_or(".bundle"), help="folder for model.bundle")
     c.add_argument(
-        "--out", default=None, type=out_file, help="bundle file (default: RUN/model.bundle or the bundle itself)"
+        "--bundle", default=None, type=out_file, help="bundle file (default: RUN/model.bundle or the bundle itself)"
     )
     c.add_argument(
         "--half",
@@ -411,7 +416,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="classical template comparison, calibrated and evaluated the same way",
         parents=[
             data_options(),  # no --device: the classical comparison runs in NumPy
-            model_option("a run folder whose train/validation split to use", required=False),
+            model_option("a run folder whose train/validation split to use", required=False, ready=False),
             _policy_option(),
             json_option("write the figures here"),
         ],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
 import sys
 import time
 
@@ -47,6 +49,20 @@ def log_level(args: argparse.Namespace) -> int:
     return logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output's reader has gone (poll reports an error on its pipe); if so, later writes and the
+    final flush go to /dev/null. False where it cannot tell (no poll, not a file descriptor)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        closed = any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+        if closed:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return closed
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     """Set up logging and progress output (``-v``, ``-q``) and run the parsed command: a
     :class:`PcbsiamError` is a one-line error and exit status 2 (as a bad option is, see
@@ -65,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("pcbsiam: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # another pipe (a loader worker's): not the reader leaving
+        return 141  # the reader left (`pcbsiam info deeppcb | head`): stop quietly, as Unix tools do
     finally:
         set_quiet(was_quiet)  # an in-process caller (a test) runs the next command with its own flags
         log.debug("done in %.1f s", time.perf_counter() - t0)

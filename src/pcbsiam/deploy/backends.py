@@ -217,15 +217,23 @@ def engine_kind(spec: str | Path | None) -> str:
     Raises:
         ConfigError: ``spec`` is neither ``torch`` nor an existing file.
     """
-    if spec is None or str(spec) == "torch":
+    path = _engine_file(spec)
+    if path is None:
         return "torch"
+    return "onnx-int8" if "quantization" in read_metadata(path) else "onnx-fp32"
+
+
+def _engine_file(spec: str | Path | None) -> Path | None:
+    """None for ``torch`` (or None), else the ONNX file ``spec`` names (a sentence when it is not a file)."""
+    if spec is None or str(spec) == "torch":
+        return None
     path = Path(spec)
     if not path.is_file():
         raise ConfigError(
             f"engine {str(spec)!r} is neither 'torch' nor an ONNX file; write one with `pcbsiam export --model "
             "BUNDLE --onnx FILE` (add --int8 --data ROOT for the int8 graph)"
         )
-    return "onnx-int8" if "quantization" in read_metadata(path) else "onnx-fp32"
+    return path
 
 
 def engine_for(spec: str | Path | None, bundle: Bundle, threads: int | None = None) -> Engine | None:
@@ -241,9 +249,10 @@ def engine_for(spec: str | Path | None, bundle: Bundle, threads: int | None = No
         ConfigError: not ``torch`` and not a file.
         PcbsiamError: the graph is not pcbsiam's, or was exported from another bundle.
     """
-    if engine_kind(spec) == "torch":
+    path = _engine_file(spec)
+    if path is None:
         return None
-    engine = OrtEngine(Path(str(spec)), threads)
+    engine = OrtEngine(path, threads)  # reads the graph's metadata once
     if engine.spec != bundle.spec or not np.isclose(engine.threshold, bundle.threshold, rtol=1e-6, atol=1e-9):
         raise PcbsiamError(
             f"{spec} was exported from another bundle (threshold {engine.threshold:.6g}, {engine.spec}) than "

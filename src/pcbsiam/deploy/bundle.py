@@ -99,14 +99,19 @@ def load_bundle(
         PcbsiamError: the file is missing, not a bundle or checkpoint, or from a newer format.
         ConfigError: ``inference`` names another setting, or a value out of range.
     """
-    path = Path(path)
+    from pcbsiam.ready import READY_MODELS, resolve_model
+
+    path = resolve_model(path)
     if path.is_dir() or _is_checkpoint(path):
         model, cfg, groups = load_trained(path, device)
         bundle = Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
         bundle.data = training_data(path)
         return _apply_inference(bundle, inference)
     if not path.is_file():
-        raise PcbsiamError(f"model {path} not found: give a bundle file or a training run folder")
+        raise PcbsiamError(
+            f"model {path} not found: give a bundle file, a training run folder or a ready model "
+            f"({', '.join(READY_MODELS)})"
+        )
     data = load_tagged(path, BUNDLE_FORMAT, BUNDLE_VERSION, "bundle", device, exact=True, remedy=_RECALIBRATE)
     _require(data, path, "bundle", ("config", "model", "groups", "policy", "calibration"), _RECALIBRATE)
     model, cfg = _network(data, path, "bundle", _RECALIBRATE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from pcbsiam.deploy.bundle import Bundle
 from pcbsiam.devices import autocast
 from pcbsiam.errors import ConfigError, PcbsiamError, RegistrationError
 from pcbsiam.models import Encoded
-from pcbsiam.models.band import TileGate, gated_scores
+from pcbsiam.models.band import TileGate
 
 if TYPE_CHECKING:
     from pcbsiam.detection.factory import Detector
@@ -89,6 +89,17 @@ class Inspection:
         d["max_score"] = self.max_score
         d["defective_tiles"] = sum(t.defective for t in self.tiles)
         return d
+
+    def flags(self, boxes: np.ndarray) -> np.ndarray:
+        """(N,) bool: whether the centre of each annotated box (rows ``x1 y1 x2 y2 [type]``) lies in a flagged tile."""
+        flagged = [t for t in self.tiles if t.defective]
+        return np.array(
+            [
+                any(t.y <= (y1 + y2) / 2 < t.y + t.h and t.x <= (x1 + x2) / 2 < t.x + t.w for t in flagged)
+                for x1, y1, x2, y2, *_ in np.asarray(boxes).tolist()
+            ],
+            dtype=bool,
+        )
 
     def detection_rows(self) -> np.ndarray:
         """The detections as (N, 6) float64 rows ``x1 y1 x2 y2 confidence code`` (DeepPCB result order)."""
@@ -292,38 +303,28 @@ class Inspector:
         size = self.spec.input_size
         shared = self.engine is None and self.model.encodes_references and key is not None
         ref_all = self.reference_encodings(key, reference_crops) if shared else None
-        if keep is not None:
-            out = np.full(len(tested_crops), self.model.null_score, np.float32)
-            kept = np.flatnonzero(keep)
-            for s in range(0, len(kept), self.batch_size):
-                rows = kept[s : s + self.batch_size]
-                tested = to_tensor([tested_crops[i] for i in rows], size)
-                reference = None if ref_all is not None else to_tensor([reference_crops[i] for i in rows], size)
-                out[rows] = self._network(tested, reference, ref_all, torch.from_numpy(rows)).float().numpy()
-            return out, len(kept)
-        scored = 0
-        out_parts = []
+        if keep is None:
+            keep = self._gate_tensors(tested_crops, reference_crops)
+        out = np.full(len(tested_crops), self.model.null_score, np.float32)
+        kept = np.flatnonzero(keep)
+        for s in range(0, len(kept), self.batch_size):
+            rows = kept[s : s + self.batch_size]
+            tested = to_tensor([tested_crops[i] for i in rows], size)
+            reference = None if ref_all is not None else to_tensor([reference_crops[i] for i in rows], size)
+            out[rows] = self._network(tested, reference, ref_all, torch.from_numpy(rows)).float().numpy()
+        return out, len(kept)
+
+    def _gate_tensors(self, tested_crops: Sequence[np.ndarray], reference_crops: Sequence[np.ndarray]) -> np.ndarray:
+        """(M,) bool: the gate's verdicts on the crops as network inputs (crops that need resizing; every tile
+        without a gate)."""
+        if self.gate is None:
+            return np.ones(len(tested_crops), dtype=bool)
+        size, parts = self.spec.input_size, []
         for s in range(0, len(tested_crops), self.batch_size):
             part = slice(s, s + self.batch_size)
-            tested = to_tensor(tested_crops[part], size)
-            # the reference pixels are needed by the gate and by whatever has no cached encodings
-            needed = self.gate is not None or ref_all is None
-            reference = to_tensor(reference_crops[part], size) if needed else tested
-            start = s
-
-            def run(
-                keep: torch.Tensor,
-                tested: torch.Tensor = tested,
-                reference: torch.Tensor = reference,
-                start: int = start,
-            ) -> torch.Tensor:
-                nonlocal scored
-                scored += int(keep.sum())
-                rows = torch.arange(start, start + len(tested))[keep]
-                return self._network(tested[keep], None if ref_all is not None else reference[keep], ref_all, rows)
-
-            out_parts.append(gated_scores(self.gate, tested, reference, run, self.model.null_score).float().numpy())
-        return (np.concatenate(out_parts) if out_parts else np.zeros(0, np.float32)), scored
+            tested, reference = to_tensor(tested_crops[part], size), to_tensor(reference_crops[part], size)
+            parts.append(self.gate.keep(tested.float(), reference.float()).cpu().numpy())
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
     def _network(
         self, tested: torch.Tensor, reference: torch.Tensor | None, ref_all: Encoded | None, rows: torch.Tensor

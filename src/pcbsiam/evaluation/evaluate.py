@@ -215,8 +215,11 @@ def format_table(rows: dict[str, dict]) -> str:
 
 def run_val_items(model_path: str | Path) -> list[str] | None:
     """Validation item names of a training run folder (or of the run holding a checkpoint)."""
-    p = Path(model_path)
-    for cand in (p / "split.json", p.parent.parent / "split.json"):
+    from pcbsiam.ready import resolve_model
+
+    p = resolve_model(model_path)
+    cands = [p / "split.json"] if p.is_dir() else [p.parent.parent / "split.json"] if p.suffix == ".pt" else []
+    for cand in cands:
         if cand.is_file():
             return list(json.loads(cand.read_text())["val"])
     return None
@@ -233,8 +236,9 @@ def data_notes(bundle: Bundle, root: str | Path, split: str) -> tuple[bool | Non
     own = same_data(bundle.data, root, split)
     if own is False:
         notes.append(
-            f"{root} ({split}) is not the data this model was trained on ({bundle.data.get('root')}, "
-            f"fingerprint {bundle.data.get('fingerprint')}): the run's validation items do not apply here"
+            f"{root} ({split}) is not exactly the data this model was trained on ({bundle.data.get('root')}, split "
+            f"{bundle.data.get('split')}, fingerprint {bundle.data.get('fingerprint')}): the run's validation items "
+            "do not apply here, and some items may be ones it trained on"
         )
     if bundle.data.get("synthetic") and not (Path(root) / SYNTHETIC_MARKER).is_file():
         notes.append(
@@ -292,7 +296,8 @@ def calibrate_model(
     from pcbsiam.deploy.bundle import load_bundle
 
     bundle = load_bundle(model, device, inference)
-    val_items = run_val_items(model) or bundle.calibration.get("val_items")
+    val_items = run_val_items(model)  # [] for a run trained on every item (data.val_fraction=0): kept as such
+    val_items = bundle.calibration.get("val_items") if val_items is None else val_items
     own, notes = data_notes(bundle, root, split)
     if own is False and subset == "auto":
         val_items = None  # the run's item names mean other boards here: calibrate on every item
@@ -357,11 +362,19 @@ def evaluate_models(
         bundle = load_bundle(path, device, inference)
         if np.isnan(bundle.threshold):
             raise PcbsiamError(f"{path} has no threshold: run `pcbsiam calibrate --model {path}` first")
-        val_items = bundle.calibration.get("val_items") or run_val_items(path)
+        val_items = bundle.calibration.get("val_items")
+        val_items = run_val_items(path) if val_items is None else val_items
         own, notes = data_notes(bundle, root, split)
         if own is False and subset == "auto":
             val_items = None  # the run's item names mean other boards here: evaluate every item
             notes.append("every item of the data is evaluated (--subset auto)")
+        elif val_items == [] and subset == "auto":  # trained with data.val_fraction=0: no item was kept out
+            val_items = None
+            notes.append(
+                "the model trained without validation items (data.val_fraction=0): every item is evaluated, and "
+                "those it trained on overstate what it does on boards it has not seen"
+            )
+            log.warning("%s", notes[-1])
         data, scores = bundle_scores(
             bundle, root, split, resolve_subset(subset, val_items, "val"), val_items, max_patches, cache_dir, device
         )

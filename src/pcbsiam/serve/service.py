@@ -31,6 +31,7 @@ from pcbsiam.deploy.backends import engine_for
 from pcbsiam.deploy.bundle import load_bundle
 from pcbsiam.deploy.inspector import Inspection, Inspector, TileResult, make_inspection_detector
 from pcbsiam.errors import PcbsiamError, RegistrationError
+from pcbsiam.ready import resolve_model
 from pcbsiam.serve.db import InspectionStore, StoreUnavailable
 from pcbsiam.serve.middleware import shown
 
@@ -240,6 +241,7 @@ class InspectionService:
 
     def __init__(self, bundle_path: str | Path, db_url: str, settings: ServiceSettings | None = None) -> None:
         s = self.settings = settings or ServiceSettings()
+        bundle_path = resolve_model(bundle_path)  # a ready model's name: its file in the package
         self.bundle = load_bundle(bundle_path, s.device)
         self.model_id = file_sha256(bundle_path)
         # one detector for every worker thread, like the network: detectors keep no state between pairs

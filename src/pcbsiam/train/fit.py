@@ -6,7 +6,7 @@ Run folder::
     split.json           names of training and validation items
     metrics.jsonl        one record per logged step and per epoch
     checkpoints/last.pt  resumable state (model, optimizer, scheduler, position)
-    checkpoints/best.pt  the epoch of best validation AUROC, threshold inside
+    checkpoints/best.pt  the epoch of best validation AUROC, threshold inside (the last epoch without validation)
     learning_curve.png   loss and validation accuracy / AUROC
     summary.json         final figures
 
@@ -103,7 +103,8 @@ def prepare_data(cfg: Config) -> SplitData:
         train_idx, val_idx = split_by_group(store.pairs, cfg.data.holdout_groups)
     else:
         train_idx, val_idx = split_by_image(store.pairs, cfg.data.val_fraction, cfg.data.split_seed)
-    if len(train_idx) == 0 or len(val_idx) == 0:
+    every_item = not cfg.data.holdout_groups and cfg.data.val_fraction == 0  # no validation asked for
+    if len(train_idx) == 0 or (len(val_idx) == 0 and not every_item):
         how = "data.holdout_groups" if cfg.data.holdout_groups else "data.val_fraction (a PCB type needs 2 items)"
         raise ConfigError(
             f"the split of the {len(store)} readable items of {cfg.data.root} by {how} leaves "
@@ -112,7 +113,7 @@ def prepare_data(cfg: Config) -> SplitData:
     train_store, val_store = store.subset(train_idx), store.subset(val_idx)
     train_index = patches_of(train_store, cfg.data.patch, cfg.data.stride)
     val_index = patches_of(val_store, cfg.data.patch, cfg.data.stride, groups=store.groups)
-    if len(train_index) == 0 or len(val_index) == 0:
+    if len(train_index) == 0 or (len(val_index) == 0 and len(val_store) > 0):
         raise ConfigError(f"data.patch={cfg.data.patch} px is larger than the boards of {cfg.data.root}: no patch")
     return SplitData(train_store, train_index, val_store, val_index)
 
@@ -171,15 +172,20 @@ def validation_sample(cfg: Config, data: SplitData) -> tuple[PatchIndex, PatchIn
 
 
 def validate_epoch(model: torch.nn.Module, data: SplitData, cfg: Config, device: torch.device) -> dict:
-    """Calibrate the paper's threshold on training patches, then score the validation patches at it."""
+    """Calibrate the paper's threshold on training patches, then score the validation patches at it
+    (the ``val_*`` figures are None when the run trains on every item, ``data.val_fraction=0``)."""
     spec = PatchSpec.from_config(cfg)
     calib, val = validation_sample(cfg, data)
     cache = ReferenceCache()  # the two passes run at the same weights
     train_scores = score_index(model, data.train_store, calib, spec, device, cfg.train.amp, cache=cache)
-    val_scores = score_index(model, data.val_store, val, spec, device, cfg.train.amp, cache=cache)
     cal = choose_threshold(train_scores.scores, train_scores.labels, "accuracy")
-    m = binary_metrics(val_scores.scores, val_scores.labels, cal.threshold)
     unwrap(model).threshold.fill_(cal.threshold)
+    if len(val) == 0:
+        none = dict.fromkeys(("accuracy", "balanced_accuracy", "auroc", "recall", "false_alarm_rate"))
+        m = none | {"n": 0}
+    else:
+        val_scores = score_index(model, data.val_store, val, spec, device, cfg.train.amp, cache=cache)
+        m = binary_metrics(val_scores.scores, val_scores.labels, cal.threshold)
     return {
         "threshold": cal.threshold,
         "train_accuracy": cal.value,
@@ -414,9 +420,13 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
                 train_seconds=train_seconds,
                 items_per_s=len(batches) * cfg.train.batch_size * dist.world / max(train_seconds, 1e-9),
             )
-            log.info("epoch %d: val accuracy %.4f, AUROC %.4f", epoch, final["val_accuracy"], final["val_auroc"])
+            if final["val_patches"]:
+                log.info("epoch %d: val accuracy %.4f, AUROC %.4f", epoch, final["val_accuracy"], final["val_auroc"])
+            else:
+                log.info("epoch %d: training accuracy %.4f (no validation items)", epoch, final["train_accuracy"])
             run.log(final)
-            if (final["val_auroc"] or 0.0) > best["val_auroc"]:
+            # without validation items (data.val_fraction=0) the latest epoch is the best one known
+            if not final["val_patches"] or (final["val_auroc"] or 0.0) > (best["val_auroc"] or 0.0):
                 best = {k: final[k] for k in ("epoch", "val_accuracy", "val_auroc", "threshold")}
                 checkpoint(run.best, epoch + 1, 0)
         epoch, start_step = epoch + 1, 0

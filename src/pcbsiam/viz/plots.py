@@ -275,6 +275,11 @@ def plot_learning_curves(
             continue
         any_val = True
         ax_val.plot(x, y, marker="o", markersize=3, color=color, linewidth=1.8, label=label)
+    x, y = _series(records, "epoch", "epoch", "train_accuracy")
+    if not any_val and x.size:  # trained on every item (data.val_fraction=0): the calibration accuracy only
+        ax_val.plot(x, y, marker="o", markersize=3, color="tab:gray", linewidth=1.8, label="training accuracy")
+        ax_val.set_title("No validation items: training accuracy")
+        any_val = True
     if any_val:
         ax_val.legend(frameon=False, loc="lower right")
     else:
@@ -282,7 +287,8 @@ def plot_learning_curves(
     ax_val.set_xlabel("epoch")
     ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_val.set_ylabel("validation metric")
-    ax_val.set_title("Validation")
+    if not ax_val.get_title():
+        ax_val.set_title("Validation")
     ax_val.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
