@@ -117,11 +117,10 @@ def ready_stage(out: Path, example: str = READY_EXAMPLE) -> dict:
         The board, its annotated defects, the verdict, how many tiles were flagged and how many of the annotated
         defects lie in a flagged tile.
     """
-    from pcbsiam.data.deeppcb import read_deeppcb
     from pcbsiam.deploy.bundle import load_bundle
-    from pcbsiam.ready import examples_root
+    from pcbsiam.ready import example_pairs
 
-    pair = next(p for p in read_deeppcb(examples_root(), "examples.txt").pairs if p.name == example)
+    pair = next(p for p in example_pairs() if p.name == example)
     bundle = load_bundle("deeppcb")
     tested = load_gray(pair.tested)
     inspection = Inspector(bundle).inspect(tested, load_gray(pair.template))

@@ -59,18 +59,19 @@ def test_every_ready_model_ships_small_with_its_card() -> None:
 
 def test_the_examples_are_deeppcb_pairs_one_per_group_left_out_of_the_ready_models_training() -> None:
     pairs = example_pairs()
-    assert len(pairs) == 7 and len({name[:5] for name, _, _ in pairs}) == 7
-    assert all(t.is_file() and r.is_file() for _, t, r in pairs)
+    assert len(pairs) == 7 and len({p.name[:5] for p in pairs}) == 7
+    assert all(p.tested.is_file() and p.template.is_file() and len(p.boxes) for p in pairs)
     assert (examples_root() / "LICENSE").read_text().startswith("MIT License")
     trained = (REPO / "docs" / "results" / "ready" / "train.txt").read_text()
-    assert not any(f"/{name}.jpg" in trained for name, _, _ in pairs)
+    assert not any(f"/{p.name}.jpg" in trained for p in pairs)
     assert len(trained.splitlines()) == 993
     data = load_bundle("deeppcb").data
     assert data["items"] == 993 and data["layout"] == "deeppcb" and not data["synthetic"]
 
 
 def test_inspect_with_the_ready_model_on_a_shipped_example(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    name, tested, template = next(p for p in example_pairs() if p[0] == "20085003")
+    pair = next(p for p in example_pairs() if p.name == "20085003")
+    name, tested, template = pair.name, pair.tested, pair.template
     code, out, err = run_cli(
         capsys, "inspect", "--model", "deeppcb", "--tested", tested, "--template", template, "--out", tmp_path
     )
@@ -117,7 +118,8 @@ def test_the_service_serves_the_ready_model_by_name(tmp_path: Path) -> None:
 
     from pcbsiam.serve.app import create_app
 
-    _, tested, template = next(p for p in example_pairs() if p[0] == "44000062")
+    pair = next(p for p in example_pairs() if p.name == "44000062")
+    tested, template = pair.tested, pair.template
     app = create_app("deeppcb", db_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
     with TestClient(app, base_url="http://localhost") as client:
         files = {

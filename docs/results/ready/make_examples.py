@@ -53,9 +53,10 @@ def main(root: str) -> None:
         shutil.copyfile(base / ann, out / ann)
     (out / "examples.txt").write_text("".join(f"{x}\n" for x in chosen))
     shutil.copyfile(base.parent / "LICENSE", EXAMPLES / "LICENSE")
-    (EXAMPLES / "README.md").write_text(NOTICE.format(names=", ".join(Path(x.split()[0]).stem for x in chosen)))
+    names = [Path(x.split()[0]).stem for x in chosen]
+    (EXAMPLES / "README.md").write_text(NOTICE.format(names=", ".join(names)))
     (HERE / "train.txt").write_text("".join(f"{x}\n" for x in lines if x not in chosen))
-    print(f"{len(chosen)} examples: {[Path(x.split()[0]).stem for x in chosen]}; {len(lines) - len(chosen)} to train on")
+    print(f"{len(chosen)} examples: {names}; {len(lines) - len(chosen)} to train on")
 
 
 if __name__ == "__main__":

@@ -225,6 +225,14 @@ def run_val_items(model_path: str | Path) -> list[str] | None:
     return None
 
 
+def known_val_items(bundle: Bundle, model_path: str | Path) -> list[str] | None:
+    """The validation items of the run a model comes from: its split (a run folder or checkpoint) or what its
+    calibration recorded (a bundle); ``[]`` for a run trained on every item (``data.val_fraction=0``), None
+    when unknown."""
+    val_items = run_val_items(model_path)
+    return bundle.calibration.get("val_items") if val_items is None else val_items
+
+
 def data_notes(bundle: Bundle, root: str | Path, split: str) -> tuple[bool | None, list[str]]:
     """Whether ``root``/``split`` is the data the bundle was trained on (None: not recorded), and what a
     user must know about using the bundle on it (logged as warnings too).
@@ -296,8 +304,7 @@ def calibrate_model(
     from pcbsiam.deploy.bundle import load_bundle
 
     bundle = load_bundle(model, device, inference)
-    val_items = run_val_items(model)  # [] for a run trained on every item (data.val_fraction=0): kept as such
-    val_items = bundle.calibration.get("val_items") if val_items is None else val_items
+    val_items = known_val_items(bundle, model)
     own, notes = data_notes(bundle, root, split)
     if own is False and subset == "auto":
         val_items = None  # the run's item names mean other boards here: calibrate on every item
@@ -362,8 +369,7 @@ def evaluate_models(
         bundle = load_bundle(path, device, inference)
         if np.isnan(bundle.threshold):
             raise PcbsiamError(f"{path} has no threshold: run `pcbsiam calibrate --model {path}` first")
-        val_items = bundle.calibration.get("val_items")
-        val_items = run_val_items(path) if val_items is None else val_items
+        val_items = known_val_items(bundle, path)
         own, notes = data_notes(bundle, root, split)
         if own is False and subset == "auto":
             val_items = None  # the run's item names mean other boards here: evaluate every item

@@ -10,6 +10,10 @@ pairs in DeepPCB's layout (``examples/PCBData/examples.txt``) that the ready mod
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pcbsiam.data.records import BoardPair
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,13 +60,8 @@ def examples_root() -> Path:
     return HERE / "examples"
 
 
-def example_pairs() -> list[tuple[str, Path, Path]]:
-    """(name, tested image, template) of each example pair, in ``examples.txt`` order."""
+def example_pairs() -> list[BoardPair]:
+    """The example pairs (name, tested image, template, defect boxes), in ``examples.txt`` order."""
     from pcbsiam.data.deeppcb import read_deeppcb
 
-    return [(p.name, p.tested, p.template) for p in read_deeppcb(examples_root(), "examples.txt").pairs]
-
-
-def describe_ready() -> str:
-    """``deeppcb (what it is)`` for each ready model, for help texts."""
-    return "; ".join(f"{n} ({what})" for n, what in READY_MODELS.items())
+    return read_deeppcb(examples_root(), "examples.txt").pairs
