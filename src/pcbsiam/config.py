@@ -33,6 +33,9 @@ class ModelConfig:
     # `gate_margin` px around it skip the network and get the model's null score; -1: every tile is scored.
     gate: int = -1
     gate_margin: int = 4
+    # Test-time views (1, 2, 4 or 8 flips and quarter turns of each pair, scores averaged): as many passes of
+    # the network; only modes whose network sees the pair together, not each patch on its own (stack).
+    views: int = 1
 
 
 @dataclass
@@ -96,7 +99,11 @@ class Config:
 
 #: Settings of how a trained network is applied, not of what it learns: a finished run can be scored
 #: again with other values (``pcbsiam cv`` rescores its folds when they change).
-INFERENCE_KEYS = ("model.gate", "model.gate_margin")
+INFERENCE_KEYS = ("model.gate", "model.gate_margin", "model.views")
+
+#: The numbers of test-time views (``model.views``, ``pcbsiam detect --views``): the first 1, 2, 4 or 8 of
+#: :data:`pcbsiam.data.transforms.DIHEDRAL_VIEWS`.
+VIEW_COUNTS = (1, 2, 4, 8)
 
 
 def inference_settings(cfg: Config) -> dict[str, Any]:
@@ -256,9 +263,17 @@ def validate(cfg: Config) -> None:
         )
     if not 0.0 < cfg.model.band_level < 1.0:
         raise ConfigError(f"model.band_level must be between 0 and 1 (exclusive), got {cfg.model.band_level}")
-    from pcbsiam.models import mode_class  # the registry imports this module: import it when validating
+    from pcbsiam.models import list_modes, mode_class  # the registry imports this module: import it when validating
 
     mode_class(cfg.model.mode).check_config(cfg.model)
+    if cfg.model.views not in VIEW_COUNTS:
+        raise ConfigError(f"model.views must be one of {', '.join(map(str, VIEW_COUNTS))}, got {cfg.model.views}")
+    if cfg.model.views > 1 and mode_class(cfg.model.mode).encodes_references:
+        whole = [m for m in list_modes() if not mode_class(m).encodes_references]
+        raise ConfigError(
+            f"model.views turns the pair as a whole: it needs a mode whose network sees both patches together "
+            f"({', '.join(whole)}), not {cfg.model.mode!r}, which encodes each patch on its own"
+        )
     if cfg.data.local_shift > 0 and not cfg.data.register:
         raise ConfigError("data.local_shift refines the global shift of data.register: set data.register=true")
 

@@ -233,7 +233,7 @@ def test_the_read_walk_follows_helpers_and_gives_up_on_the_unknown() -> None:
     def opaque(args: argparse.Namespace) -> int:
         return len(vars(args))
 
-    assert _reads(cmd) == {"data", "gate", "n"}  # not cache_dir: a parsed --cache-dir would be dead here
+    assert _reads(cmd) == {"data", "gate", "views", "n"}  # not cache_dir: a parsed --cache-dir would be dead here
     assert _reads(opaque) == {"*"}
 
 

@@ -143,6 +143,8 @@ def test_pairs_folder_skips_a_bad_pair_and_refuses_when_none_is_left(
         ("detect --method learned --tested {img} --template {img} --out {tmp}/o", "needs a trained model"),
         ("detect --method bogus --tested {img} --template {img} --out {tmp}/o", "invalid choice: 'bogus'"),
         ("detect --tested {img} --out {tmp}/o", "give --tested IMG and --template IMG"),
+        ("detect --tested {img} --template {img} --views 4 --out {tmp}/o", "the classical one takes none"),
+        ("detect --tested {img} --template {img} --views 3 --out {tmp}/o", "invalid choice: 3"),
         ("detect --batch --data {data} --subset test --out {tmp}/o", "invalid choice: 'test'"),
         ("detect --batch --data {data} --holdout-groups nope --out {tmp}/o", "unknown group(s) nope"),
         ("detect --batch --pairs {tmp} --subset val --out {tmp}/o", "a --pairs folder has no split"),

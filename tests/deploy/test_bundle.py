@@ -71,6 +71,21 @@ def test_how_a_bundle_is_applied_can_change_at_load_time_and_nothing_else(tmp_pa
         load_bundle(path, inference={"model.gate": -3})
 
 
+def test_other_test_time_views_than_the_calibration_saw_are_applied_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pcbsiam.errors import ConfigError
+
+    path = make_tiny_bundle(tmp_path / "s.bundle", overrides=["model.mode=stack"])
+    with caplog.at_level("WARNING", logger="pcbsiam.deploy.bundle"):
+        assert load_bundle(path).cfg.model.views == 1 and not caplog.records
+        viewed = load_bundle(path, inference={"model.views": 4})
+    assert viewed.model.cfg.views == 4
+    assert len(caplog.records) == 1 and "calibrate it with --views 4" in caplog.records[0].getMessage()
+    with pytest.raises(ConfigError, match="not 'paper'"):
+        load_bundle(make_tiny_bundle(tmp_path / "p.bundle"), inference={"model.views": 2})
+
+
 def test_a_half_bundle_is_half_the_size_and_loads_as_float32(tmp_path: Path) -> None:
     full = load_bundle(make_tiny_bundle(tmp_path / "full.bundle", threshold=0.123456789))
     half_path = full.save(tmp_path / "half.bundle", half=True)

@@ -14,6 +14,7 @@ pytest.importorskip("onnxruntime")
 
 from pcbsiam.cli import main as cli  # noqa: E402
 from pcbsiam.cli.deploy import register  # noqa: E402
+from pcbsiam.deploy.backends import engine_for  # noqa: E402
 from pcbsiam.deploy.bundle import Bundle, load_bundle  # noqa: E402
 from pcbsiam.deploy.export import (  # noqa: E402
     EMBEDDING_TOL,
@@ -196,8 +197,13 @@ def test_cli_export_errors_are_sentences(tmp_path: Path, capsys: pytest.CaptureF
 
 @pytest.mark.parametrize(
     "overrides",
-    [["model.mode=diff"], ["model.mode=stack"], ["model.mode=stack", "model.band=2"]],
-    ids=["diff", "stack", "stack+band"],
+    [
+        ["model.mode=diff"],
+        ["model.mode=stack"],
+        ["model.mode=stack", "model.band=2"],
+        ["model.mode=stack", "model.views=8"],
+    ],
+    ids=["diff", "stack", "stack+band", "stack+views"],
 )
 def test_reference_aware_modes_export_with_parity_and_int8(
     overrides: list[str], tmp_path: Path, pairs: tuple[np.ndarray, np.ndarray]
@@ -221,3 +227,8 @@ def test_reference_aware_modes_export_with_parity_and_int8(
         export_onnx(b, tmp_path / "e.onnx", graph="embeddings")
     int8 = quantize_int8(path, tmp_path / "m-int8.onnx", tested, reference, batch_size=5)
     assert 0.0 <= compare_with_torch(b, int8, tested, reference)["verdict_agreement"] <= 1.0
+    views = b.cfg.model.views  # the test-time views are inside the graph: a bundle applied otherwise refuses it
+    assert meta["views"] == str(views) and engine_for(path, b) is not None
+    b.cfg.model.views = 1 if views > 1 else 2
+    with pytest.raises(PcbsiamError, match="export it again with this setting"):
+        engine_for(path, b)

@@ -53,7 +53,7 @@ def test_aligned_template_follows_the_shift() -> None:
 
 
 def test_rotations_and_flips_move_boxes_with_their_windows() -> None:
-    from pcbsiam.train.detector import _flip_boxes, _rot90_boxes
+    from pcbsiam.data.transforms import dihedral_boxes, dihedral_tensor, undo_dihedral_moves
 
     img = torch.zeros(1, 1, 40, 40)
     img[..., 4:12, 20:36] = 1.0  # rows 4..12, columns 20..36
@@ -63,10 +63,16 @@ def test_rotations_and_flips_move_boxes_with_their_windows() -> None:
         ys, xs = x[0, 0].nonzero(as_tuple=True)
         return [float(v) / 40 for v in (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)]
 
+    move = torch.tensor([[0.05, -0.1, 0.15, 0.2]])
     for k in range(4):
         rotated = torch.rot90(img, k, dims=(-2, -1))
-        assert _rot90_boxes(box, k)[0].tolist() == pytest.approx(bbox(rotated)), k
-        assert _flip_boxes(_rot90_boxes(box, k))[0].tolist() == pytest.approx(bbox(rotated.flip(-1))), k
+        assert dihedral_boxes(box, k, False)[0].tolist() == pytest.approx(bbox(rotated)), k
+        assert dihedral_boxes(box, k, True)[0].tolist() == pytest.approx(bbox(rotated.flip(-1))), k
+        for flip in (False, True):
+            assert torch.equal(dihedral_tensor(img, k, flip), rotated.flip(-1) if flip else rotated)
+            # a move seen in the view, brought back, is the move of the original box
+            seen = dihedral_boxes(box + move, k, flip) - dihedral_boxes(box, k, flip)
+            assert undo_dihedral_moves(seen, k, flip)[0].tolist() == pytest.approx(move[0].tolist()), (k, flip)
 
 
 def _pair(synth_root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,6 +98,44 @@ def test_a_net_sure_of_one_type_keeps_every_proposal_with_that_type(synth_root: 
         net.classify.bias[3] = 0.0
         net.classify.bias[0] = 30.0  # "no defect" everywhere: nothing is reported
     assert len(LearnedDetector(net, BRIGHT).detect(tested, template)) == 0
+
+
+def test_a_verifier_reading_rule_types_gets_each_proposals_own(synth_root: Path) -> None:
+    tested, template, _ = _pair(synth_root)
+    torch.manual_seed(0)
+    net = CandidateNet(VerifierConfig(input_size=32, hidden_dim=16, rule_types=True))
+    with torch.no_grad():  # a net that says the type it is given: hint one-hot -> hidden units 0..6 -> logits
+        for layer in (net.hidden, net.classify, net.regress):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        net.hidden.weight[:7, -7:] = torch.eye(7)
+        net.classify.weight[:, :7] = 30 * torch.eye(7)
+    found = LearnedDetector(net, BRIGHT, nms_iou=1.0).detect(tested, template)
+    proposals = BRIGHT.proposer().detect(tested, template)
+    assert len(found) == len(proposals) > 0 and len(set(proposals.types.tolist())) > 1
+    assert sorted(found.types.tolist()) == sorted(proposals.types.tolist())
+
+
+def test_eight_views_are_blind_to_a_turn_of_the_window() -> None:
+    from pcbsiam.data.transforms import apply_dihedral, dihedral_boxes
+
+    rng = np.random.default_rng(0)
+    tested = [rng.integers(0, 256, (40, 40), dtype=np.uint8) for _ in range(3)]
+    reference = [rng.integers(0, 256, (40, 40), dtype=np.uint8) for _ in range(3)]
+    torch.manual_seed(2)
+    det = LearnedDetector(CandidateNet(TINY), BRIGHT, views=8)
+    probs, moves = det.verify(tested, reference)
+    turned = [[apply_dihedral(w, 1, False) for w in ws] for ws in (tested, reference)]
+    probs_t, moves_t = det.verify(*turned)
+    np.testing.assert_allclose(probs_t, probs, atol=1e-5)
+    linear = dihedral_boxes(torch.from_numpy(moves), 1, False) - dihedral_boxes(
+        torch.zeros(3, 4, dtype=torch.float64), 1, False
+    )
+    np.testing.assert_allclose(moves_t, linear.numpy(), atol=1e-5)  # the averaged move turns with the window
+    one = LearnedDetector(det.net, BRIGHT).verify(tested, reference)
+    assert not np.allclose(one[0], probs, atol=1e-5)  # one view alone is not blind to it (the test can fail)
+    with pytest.raises(ValueError, match="1, 2, 4, 8"):
+        LearnedDetector(det.net, BRIGHT, views=3)
 
 
 def test_save_load_round_trip_and_bad_files(tmp_path: Path, synth_root: Path) -> None:

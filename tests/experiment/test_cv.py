@@ -57,10 +57,17 @@ def test_two_folds_train_score_pool_and_resume(synth_root: Path, tmp_path: Path)
     assert calls == groups
     for g in groups:
         record = json.loads((fold_dir(tmp_path / "cv", g) / "fold.json").read_text())
-        assert record["inference"] == {"model.gate": 0, "model.gate_margin": 4}
+        assert record["inference"] == {"model.gate": 0, "model.gate_margin": 4, "model.views": 1}
         after = np.load(fold_dir(tmp_path / "cv", g) / "scores.npz")["model"]
         skipped = after == 0.0  # the paper mode's null score: a distance of 0
         assert np.allclose(after[~skipped], before[g][~skipped], atol=1e-5) and (before[g][skipped] > 0).any()
+    # a record written before an inference setting existed took its default: not scored again
+    first = fold_dir(tmp_path / "cv", groups[0]) / "fold.json"
+    old = json.loads(first.read_text())
+    del old["inference"]["model.views"]
+    first.write_text(json.dumps(old))
+    run_cv(gated, tmp_path / "cv", "tiny", only=groups, calib_patches=None, fit=counting_fit)
+    assert "model.views" not in json.loads(first.read_text())["inference"]
     other = load_config("tiny", [*TINY_TRAIN, f"data.root={synth_root}", "train.seed=5"])
     with pytest.raises(ConfigError, match="another config"):
         run_cv(other, tmp_path / "cv", "tiny", only=groups, fit=counting_fit)

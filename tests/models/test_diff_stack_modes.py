@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -67,3 +69,38 @@ def test_band_needs_the_stack_mode() -> None:
     with pytest.raises(ConfigError, match="band_level"):
         load_config("cpu-stack-band", ["model.band_level=1.5"])
     assert load_config("cpu-stack-band").model.band == 2
+
+
+def test_stack_views_average_the_turned_pairs_and_are_blind_to_a_turn() -> None:
+    from pcbsiam.data.transforms import DIHEDRAL_VIEWS, dihedral_tensor
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(mode="stack", backbone="resnet18", scales=[2, 3], hidden_dim=16, band=2)
+    model = create_model(cfg).eval()
+    t, r = torch.randn(3, 1, 32, 32), torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        one = model.score_pairs(t, r)
+        assert torch.equal(model(t, r), one)  # one view: the plain forward pass
+        cfg.views = 4
+        four = model.score_pairs(t, r)
+        by_hand = torch.stack([model(dihedral_tensor(t, *v), dihedral_tensor(r, *v)) for v in DIHEDRAL_VIEWS[:4]])
+        assert torch.allclose(four, by_hand.mean(0), atol=1e-6) and not torch.allclose(four, one, atol=1e-4)
+        assert torch.allclose(model.compare(model.encode(t), model.encode(r)), four)  # the inspector's path
+        cfg.views = 8  # all eight symmetries: a quarter turn of the pair changes nothing
+        turned = model.score_pairs(torch.rot90(t, 1, (2, 3)), torch.rot90(r, 1, (2, 3)))
+        assert torch.allclose(turned, model.score_pairs(t, r), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (["model.mode=stack", "model.views=3"], "model.views must be one of 1, 2, 4, 8"),
+        (["model.mode=paper", "model.views=2"], "needs a mode whose network sees both patches together (stack)"),
+        (["model.mode=diff", "model.views=2"], "not 'diff'"),
+    ],
+)
+def test_views_are_checked_with_the_config(overrides: list[str], says: str) -> None:
+    from pcbsiam.config import load_config
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config("tiny", overrides)

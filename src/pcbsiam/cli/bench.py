@@ -13,8 +13,8 @@ from pcbsiam.cli.common import (
     PIPELINE_HELP,
     StoreNamed,
     data_options,
-    gate_option,
     inference_of,
+    inference_options,
     json_option,
     model_option,
     parse_csv,
@@ -181,7 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[
             model_option("calibrated bundle (any mode)"),
             data_options(cache_dir=False),
-            gate_option(),
+            inference_options(),
             json_option(ROWS_JSON_HELP),
         ],
     )

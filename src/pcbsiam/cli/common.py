@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pcbsiam.config import VIEW_COUNTS
 from pcbsiam.errors import ConfigError
 from pcbsiam.progress import quiet, set_quiet  # noqa: F401 - the commands set and read the switch here
 
@@ -318,8 +319,9 @@ def write_json_if(path: str | Path | None, obj: Any, announce: bool = False) -> 
             print(f"wrote {path}", file=sys.stderr)
 
 
-def gate_option() -> argparse.ArgumentParser:
-    """``--gate N``: the tile gate of how the network is applied (``model.gate``; default: the bundle's)."""
+def inference_options() -> argparse.ArgumentParser:
+    """How the network is applied (default: the bundle's): ``--gate N``, the tile gate (``model.gate``), and
+    ``--views K``, test-time views (``model.views``)."""
     p = _parent()
     p.add_argument(
         "--gate",
@@ -328,6 +330,14 @@ def gate_option() -> argparse.ArgumentParser:
         metavar="N",
         help="skip the network on tiles whose tolerance-band map has at most N pixels within the tile and "
         "model.gate_margin px around it (0: only empty maps; -1: score every tile; default: the model's model.gate)",
+    )
+    p.add_argument(
+        "--views",
+        type=int,
+        choices=VIEW_COUNTS,
+        default=None,
+        help="average the network's score over this many flips and quarter turns of each tile (costs as many "
+        "passes; stack mode; default: the model's model.views)",
     )
     return p
 
@@ -361,8 +371,9 @@ def engine_options(pipeline: bool = True) -> argparse.ArgumentParser:
 
 
 def inference_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The inference settings given on the command line (``--gate``), for ``load_bundle(..., inference=)``."""
-    return {"model.gate": getattr(args, "gate", None)}
+    """The inference settings given on the command line (``--gate``, ``--views``), for
+    ``load_bundle(..., inference=)``."""
+    return {"model.gate": getattr(args, "gate", None), "model.views": getattr(args, "views", None)}
 
 
 def tiling_options() -> argparse.ArgumentParser:

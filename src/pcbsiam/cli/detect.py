@@ -24,6 +24,7 @@ from pcbsiam.cli.common import (
     report_skipped,
     write_json_if,
 )
+from pcbsiam.config import VIEW_COUNTS
 from pcbsiam.detection.factory import DETECTORS
 from pcbsiam.errors import ConfigError, DataError, PcbsiamError
 
@@ -135,7 +136,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             raise ConfigError("give --tested IMG and --template IMG, or --batch with --data ROOT or --pairs DIR")
         if args.data or args.pairs:
             raise ConfigError("--data and --pairs are read with --batch only; add --batch")
-    detector = make_detector(args.method, args.model, args.device)
+    detector = make_detector(args.method, args.model, args.device, args.views)
     return _detect_batch(args, detector) if args.batch else _detect_one(args, detector)
 
 
@@ -151,6 +152,7 @@ def _detect_one(args: argparse.Namespace, detector: Detector) -> int:
         "tested": str(args.tested),
         "template": str(args.template),
         "method": args.method,
+        "views": args.views,
         "shift": _shift(found),
         "seconds": round(seconds, 4),
         "detections": found.records(),
@@ -214,6 +216,7 @@ def _detect_batch(args: argparse.Namespace, detector: Detector) -> int:
         "seconds": round(seconds, 3),
         "boards_per_s": round(len(found) / seconds, 2) if seconds > 0 else None,
         "method": args.method,
+        "views": args.views,
     }
     if annotated is None:
         print(
@@ -234,7 +237,8 @@ def _detect_batch(args: argparse.Namespace, detector: Detector) -> int:
     rep |= {"data": str(args.data), "split": str(args.split), "results": str(results)}
     write_json(out / "detection.json", rep)
     held = f" (held-out groups {', '.join(rep['holdout_groups'])})" if "holdout_groups" in rep else ""
-    title = f"# {args.method} detector: {subset!r} subset of {args.split}{held}, {len(found)} boards\n\n"
+    seen = f", {args.views} test-time views" if args.views > 1 else ""
+    title = f"# {args.method} detector{seen}: {subset!r} subset of {args.split}{held}, {len(found)} boards\n\n"
     write_text(out / "detection.md", title + render_report(report))
     print(
         json.dumps(
@@ -290,7 +294,14 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         "items": [p.name for p in pairs],
     }
     _, facts = train_detector(
-        pairs, args.out, VerifierConfig(backbone=args.backbone), None, cfg, args.device, bar, record
+        pairs,
+        args.out,
+        VerifierConfig(backbone=args.backbone, rule_types=args.rule_types),
+        None,
+        cfg,
+        args.device,
+        bar,
+        record,
     )
     for b in bars:
         b.close()
@@ -343,6 +354,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="detect on every pair of --data/--split (scored against its annotations) or --pairs",
     )
     d.add_argument("--pairs", default=None, help="folder of <name>_test.<ext> and <name>_temp.<ext> pairs")
+    d.add_argument(
+        "--views",
+        type=int,
+        choices=VIEW_COUNTS,
+        default=1,
+        help="test-time flips and turns of each candidate the learned detector averages (costs as many passes)",
+    )
     d.add_argument("--out", required=True, type=out_folder, help="output folder")
     d.set_defaults(func=cmd_detect)
 
@@ -372,6 +390,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train on every other group (default: the training items of the whole-image split, 10 %% held out)",
     )
     t.add_argument("--backbone", default="resnet18", help="ResNet of the verifier")
+    t.add_argument(
+        "--rule-types",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the verifier also reads the type the classical connectivity rules give each candidate",
+    )
     t.add_argument("--epochs", type=bounded(int, 1, 10**6), default=6, help="passes over the candidate windows")
     t.add_argument("--batch-size", type=bounded(int, 1, 10**6), default=64, help="windows per step")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (one-cycle schedule)")

@@ -14,8 +14,8 @@ from pcbsiam.cli.common import (
     data_options,
     device_option,
     engine_options,
-    gate_option,
     inference_of,
+    inference_options,
     json_option,
     model_option,
     out_file,
@@ -374,7 +374,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             model_option("training run folder, checkpoint or bundle"),
             data_options(),
             device_option(),
-            gate_option(),
+            inference_options(),
             _policy_option(),
             _subset_options(
                 "items to calibrate on (auto: the run's training items, else all)",
@@ -401,7 +401,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             model_option("bundle (repeat for several runs: mean ± std)", repeat=True),
             data_options(),
             device_option(),
-            gate_option(),
+            inference_options(),
             _subset_options("items to evaluate (auto: the run's validation items, else all)"),
             json_option("write the figures here"),
         ],
@@ -437,7 +437,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             data_options(required=False, cache_dir=False),  # boards are read once: nothing to memory-map
             device_option(),
             tiling_options(),
-            gate_option(),
+            inference_options(),
             engine_options(),
         ],
     )

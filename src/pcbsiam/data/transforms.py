@@ -265,3 +265,52 @@ def apply_dihedral(patch: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     """Rotate by ``turns`` quarter turns, then flip left-right if ``flip``; (h, w) -> (h', w')."""
     out = np.rot90(patch, turns) if turns else patch
     return np.ascontiguousarray(out[:, ::-1] if flip else out)
+
+
+#: The square's eight symmetries as (quarter turns, left-right flip), in the order test-time views take
+#: them (:data:`pcbsiam.config.VIEW_COUNTS`): 2 views add the mirror image, 4 the half turn and its mirror
+#: (together: both flips), 8 the rest.
+DIHEDRAL_VIEWS: tuple[tuple[int, bool], ...] = (
+    (0, False),
+    (0, True),
+    (2, False),
+    (2, True),
+    (1, False),
+    (1, True),
+    (3, False),
+    (3, True),
+)
+
+
+def dihedral_tensor(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    """(..., S, S) windows rotated by ``turns`` quarter turns, then mirrored left-right if ``flip``
+    (the tensor form of :func:`apply_dihedral`)."""
+    turns %= 4  # torch.rot90 by flips and transposes, which ONNX export knows
+    if turns == 1:
+        x = x.flip(-1).transpose(-2, -1)
+    elif turns == 2:
+        x = x.flip(-2, -1)
+    elif turns == 3:
+        x = x.transpose(-2, -1).flip(-1)
+    return x.flip(-1) if flip else x
+
+
+def dihedral_boxes(boxes: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    """(N, 4) unit-frame boxes ``x1 y1 x2 y2`` moved with their window by :func:`dihedral_tensor`."""
+    b = boxes
+    for _ in range(turns % 4):  # a quarter turn counter-clockwise: (x, y) -> (y, 1 - x)
+        b = torch.stack([b[:, 1], 1 - b[:, 2], b[:, 3], 1 - b[:, 0]], dim=1)
+    if flip:
+        b = torch.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], dim=1)
+    return b
+
+
+def undo_dihedral_moves(moves: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    """(N, 4) corner moves predicted in a window seen through :func:`dihedral_tensor`, in the original
+    window's frame (the box map is affine, so a move maps by its linear part)."""
+    back = torch.zeros_like(moves)
+    if flip:
+        moves = dihedral_boxes(moves, 0, True) - dihedral_boxes(back, 0, True)
+    for _ in range((-turns) % 4):
+        moves = dihedral_boxes(moves, 1, False) - dihedral_boxes(back, 1, False)
+    return moves

@@ -117,6 +117,7 @@ class OrtEngine(Engine):
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.embeds = "embedding" in self.outputs
         self.threshold = float(meta.get("threshold", "nan"))
+        self.views = int(meta.get("views", "1"))  # test-time views inside the graph (1 in graphs before them)
         self.spec = PatchSpec.from_metadata(meta)
         self.score_name = meta.get("score", "score")
         self.embedding_dim = int(meta.get("embedding_dim", 0))
@@ -257,5 +258,10 @@ def engine_for(spec: str | Path | None, bundle: Bundle, threads: int | None = No
         raise PcbsiamError(
             f"{spec} was exported from another bundle (threshold {engine.threshold:.6g}, {engine.spec}) than "
             f"the one given (threshold {bundle.threshold:.6g}, {bundle.spec}); export it again from this bundle"
+        )
+    if engine.views != bundle.cfg.model.views:
+        raise PcbsiamError(
+            f"{spec} scores each tile in {engine.views} view(s), the bundle as applied in {bundle.cfg.model.views} "
+            f"(--views): the views are part of the exported graph; export it again with this setting"
         )
     return engine

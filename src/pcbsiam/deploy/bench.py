@@ -339,6 +339,7 @@ def bench_inspect(
         "tiles": tiles,
         "scored_tiles": scored,
         "gate": bundle.cfg.model.gate,
+        "views": bundle.cfg.model.views,
         "engine": engine,
         "pipeline": pipelined,
         "mode": bundle.cfg.model.mode,

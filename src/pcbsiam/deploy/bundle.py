@@ -8,6 +8,7 @@ cached by the inspector, never stored (they follow from the weights).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from pcbsiam.config import INFERENCE_KEYS, Config, apply_overrides, from_dict
 from pcbsiam.data.crops import PatchSpec
 from pcbsiam.errors import ConfigError, PcbsiamError
 from pcbsiam.models import PairModel, create_model
+
+log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "pcbsiam-bundle"
 BUNDLE_VERSION = 1
@@ -106,7 +109,7 @@ def load_bundle(
         model, cfg, groups = load_trained(path, device)
         bundle = Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
         bundle.data = training_data(path)
-        return _apply_inference(bundle, inference)
+        return _warn_views(_apply_inference(bundle, inference), 1, path)  # validation scores one view
     if not path.is_file():
         raise PcbsiamError(
             f"model {path} not found: give a bundle file, a training run folder or a ready model "
@@ -118,7 +121,22 @@ def load_bundle(
     boards = {k: v.cpu().numpy() for k, v in data.get("boards", {}).items()}
     bundle = Bundle(model.to(device).eval(), cfg, list(data["groups"]), data["policy"], data["calibration"], boards)
     bundle.data = dict(data.get("data") or {})
-    return _apply_inference(bundle, inference)
+    calibrated_views = cfg.model.views
+    return _warn_views(_apply_inference(bundle, inference), calibrated_views, path)
+
+
+def _warn_views(bundle: Bundle, calibrated_views: int, path: Path) -> Bundle:
+    """``bundle``, after a warning when it is applied in other test-time views than its threshold saw."""
+    if bundle.cfg.model.views != calibrated_views and not np.isnan(bundle.threshold):
+        log.warning(
+            "%s: its threshold was chosen on scores of %d view(s), applied now with %d; for a threshold of "
+            "these scores calibrate it with --views %d",
+            path,
+            calibrated_views,
+            bundle.cfg.model.views,
+            bundle.cfg.model.views,
+        )
+    return bundle
 
 
 def training_data(path: str | Path) -> dict:

@@ -160,6 +160,7 @@ def export_onnx(bundle: Bundle, path: str | Path, graph: str = "patches", opset:
             "score_label": model.score_label,
             "threshold": repr(bundle.threshold),
             "backbone": bundle.cfg.model.backbone,
+            "views": str(bundle.cfg.model.views),
             **({"embedding_dim": str(dim)} if model.embeds else {}),
             **spec.to_metadata(),
         }

@@ -28,13 +28,15 @@ class Detector(Protocol):
         ...
 
 
-def _classical(model: str | None, device: str) -> Detector:
+def _classical(model: str | None, device: str, views: int) -> Detector:
     from pcbsiam.detection.classical import ClassicalDetector
 
+    if views != 1:
+        raise ConfigError("test-time views are a learned detector's setting; the classical one takes none")
     return ClassicalDetector()
 
 
-def _learned(model: str | None, device: str) -> Detector:
+def _learned(model: str | None, device: str, views: int) -> Detector:
     if not model:
         raise ConfigError("the learned detector needs a trained model: give --model PATH (a detector checkpoint)")
     try:
@@ -45,27 +47,31 @@ def _learned(model: str | None, device: str) -> Detector:
         raise ConfigError(
             "the learned detector is not part of this installation; use the classical method instead"
         ) from None
-    return load_detector(model, device)
+    try:
+        return load_detector(model, device, views=views)
+    except ValueError as exc:  # the detector's sentence about its settings
+        raise ConfigError(str(exc)) from None
 
 
-_BUILDERS: dict[str, Callable[[str | None, str], Detector]] = {"classical": _classical, "learned": _learned}
+_BUILDERS: dict[str, Callable[[str | None, str, int], Detector]] = {"classical": _classical, "learned": _learned}
 
 #: The detection methods :func:`make_detector` knows.
 DETECTORS: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def make_detector(method: str, model: str | None = None, device: str = "cpu") -> Detector:
+def make_detector(method: str, model: str | None = None, device: str = "cpu", views: int = 1) -> Detector:
     """The detector of ``method``, ready to call ``detect(tested, template)``.
 
     Args:
         method: one of :data:`DETECTORS`.
         model: the trained model a learned detector loads (unused by the classical one).
         device: where a learned detector runs (``cpu``, ``cuda``, ...).
+        views: test-time views a learned detector averages (1, 2, 4 or 8; the classical one takes 1).
 
     Raises:
-        ConfigError: an unknown method, or a learned one without ``model``.
+        ConfigError: an unknown method, a learned one without ``model``, or views the method cannot take.
     """
     builder = _BUILDERS.get(method)
     if builder is None:
         raise ConfigError(f"unknown detection method {method!r}; choose one of {', '.join(DETECTORS)}")
-    return builder(model, device)
+    return builder(model, device, views)

@@ -4,7 +4,8 @@ The classical detector (:class:`~pcbsiam.detection.classical.ClassicalDetector`)
 around the blobs where the registered pair differs beyond the tolerance band. Each proposal becomes a
 square window, a little larger than its box, cut at the same place from the tested image and from the
 template moved onto it; :class:`~pcbsiam.models.detector.CandidateNet` says whether the window holds a
-defect, of which type, and how to move the box's corners to the defect's (DeepPCB's loose) box.
+defect, of which type (reading the rules' type too, when trained so), and how to move the box's corners
+to the defect's (DeepPCB's loose) box.
 Overlapping boxes of one defect are merged by non-maximum suppression (``torchvision.ops.nms``).
 """
 
@@ -19,13 +20,21 @@ import torch
 from torchvision.ops import nms
 
 from pcbsiam.checkpoint import load_tagged, save_tagged
+from pcbsiam.config import VIEW_COUNTS
 from pcbsiam.data.registration import Shift, overlap_mask, shift_image
-from pcbsiam.data.transforms import crop, to_tensor
+from pcbsiam.data.transforms import DIHEDRAL_VIEWS, crop, dihedral_tensor, to_tensor, undo_dihedral_moves
 from pcbsiam.detection.classical import ClassicalDetector
 from pcbsiam.detection.records import Detections
 from pcbsiam.models.detector import CandidateNet, VerifierConfig
 
-__all__ = ["DETECTOR_FORMAT", "LearnedDetector", "WindowSpec", "cut_windows", "load_detector", "save_detector"]
+__all__ = [
+    "DETECTOR_FORMAT",
+    "LearnedDetector",
+    "WindowSpec",
+    "cut_windows",
+    "load_detector",
+    "save_detector",
+]
 
 DETECTOR_FORMAT = "pcbsiam-detector"
 DETECTOR_VERSION = 1
@@ -114,7 +123,12 @@ class LearnedDetector:
         min_confidence: detections below this confidence are dropped (0.5: a candidate is reported when
             its most likely type is more likely than all the other classes together, "no defect" included).
         nms_iou: boxes overlapping a more confident one by more than this IoU are dropped.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass (times ``views``: the views of a batch go through together).
+        views: test-time views of each window (1, 2, 4 or 8 of :data:`~pcbsiam.data.transforms.DIHEDRAL_VIEWS`):
+            the class probabilities and the box moves, brought back to the window, are averaged over them.
+
+    Raises:
+        ValueError: ``views`` is not 1, 2, 4 or 8.
     """
 
     def __init__(
@@ -125,7 +139,10 @@ class LearnedDetector:
         min_confidence: float = 0.5,
         nms_iou: float = 0.3,
         batch_size: int = 64,
+        views: int = 1,
     ) -> None:
+        if views not in VIEW_COUNTS:
+            raise ValueError(f"views must be one of {', '.join(map(str, VIEW_COUNTS))}, not {views}")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.spec = spec
@@ -133,20 +150,35 @@ class LearnedDetector:
         self.min_confidence = min_confidence
         self.nms_iou = nms_iou
         self.batch_size = batch_size
+        self.views = views
 
     @torch.inference_mode()
     def verify(
-        self, tested_windows: list[np.ndarray], reference_windows: list[np.ndarray]
+        self,
+        tested_windows: list[np.ndarray],
+        reference_windows: list[np.ndarray],
+        rule_types: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities (N, 1 + types) and unit-frame corner moves (N, 4) of candidate windows."""
+        """Class probabilities (N, 1 + types) and unit-frame corner moves (N, 4) of N candidate windows
+        (``rule_types``: their (N,) classical types, read by a verifier trained with them)."""
         size = self.net.cfg.input_size
+        hints = None if rule_types is None else torch.as_tensor(np.asarray(rule_types, dtype=np.int64))
         probs, deltas = [], []
         for s in range(0, len(tested_windows), self.batch_size):
             t = to_tensor(tested_windows[s : s + self.batch_size], size).to(self.device)
             r = to_tensor(reference_windows[s : s + self.batch_size], size).to(self.device)
-            out = self.net(t, r)
-            probs.append(out.logits.softmax(1).cpu().numpy())
-            deltas.append(out.deltas.cpu().numpy())
+            h = None if hints is None else hints[s : s + self.batch_size].to(self.device)
+            views = DIHEDRAL_VIEWS[: self.views]  # all views of the batch in one forward pass
+            out = self.net(
+                torch.cat([dihedral_tensor(t, *v) for v in views]),
+                torch.cat([dihedral_tensor(r, *v) for v in views]),
+                None if h is None else h.repeat(len(views)),
+            )
+            p = out.logits.softmax(1).view(len(views), len(t), -1).mean(0)
+            moves = out.deltas.view(len(views), len(t), 4)
+            d = torch.stack([undo_dihedral_moves(m, *v) for m, v in zip(moves, views, strict=True)]).mean(0)
+            probs.append(p.cpu().numpy())
+            deltas.append(d.cpu().numpy())
         if not probs:
             return np.zeros((0, 1 + self.net.cfg.num_types)), np.zeros((0, 4))
         return np.concatenate(probs), np.concatenate(deltas)
@@ -163,7 +195,9 @@ class LearnedDetector:
         windows = self.spec.windows(proposals.boxes)
         reference = aligned_template(template, proposals.shift, tested)
         fill = int(np.median(tested))
-        probs, deltas = self.verify(cut_windows(tested, windows, fill), cut_windows(reference, windows, fill))
+        probs, deltas = self.verify(
+            cut_windows(tested, windows, fill), cut_windows(reference, windows, fill), proposals.types
+        )
         kinds = probs[:, 1:].argmax(1)
         confidence = probs[np.arange(len(kinds)), kinds + 1]
         unit = boxes_in_windows(proposals.boxes, windows) + deltas
@@ -195,7 +229,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", **kwargs
     Args:
         path: the detector file (or a training folder holding ``detector.pt``).
         device: where the network runs.
-        kwargs: :class:`LearnedDetector` settings (``min_confidence``, ``nms_iou``, ``batch_size``).
+        kwargs: :class:`LearnedDetector` settings (``min_confidence``, ``nms_iou``, ``batch_size``, ``views``).
     """
     path = Path(path)
     if path.is_dir():

@@ -92,7 +92,8 @@ def run_fold(
     inference = inference_settings(cfg)
     if done.is_file():
         record = json.loads(done.read_text())
-        if record.get("inference", inference_settings(Config())) == inference:
+        # settings a record predates took their defaults
+        if inference_settings(Config()) | record.get("inference", {}) == inference:
             return record
         log.info("%s: scored with %s before, scoring again with %s", group, record.get("inference"), inference)
     cfg = from_dict(apply_overrides(cfg.to_dict(), [f"data.holdout_groups=[{group}]"]))

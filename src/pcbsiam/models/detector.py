@@ -3,7 +3,8 @@
 A candidate is a window of the registered board pair around a blob of the tolerance-band difference.
 The network sees three channels of it (tested, reference, band defects), pools every chosen ResNet
 stage (max and mean) and gives logits over "no defect" and the six DeepPCB types, and the move of
-the candidate's box towards the defect's annotated box, in window units.
+the candidate's box towards the defect's annotated box, in window units. With ``rule_types`` it also
+reads the type the classical detector's connectivity rules gave the candidate (one-hot, 0: none).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class VerifierConfig:
         band: tolerance-band radius of the third channel, px.
         band_level: its binarisation level, a fraction of full scale.
         num_types: defect types (class 0 is "no defect").
+        rule_types: the classical rules' type of each candidate is an input beside the pooled features
+            (False in checkpoints written before it existed).
     """
 
     backbone: str = "resnet18"
@@ -41,6 +44,7 @@ class VerifierConfig:
     band: int = 2
     band_level: float = 0.5
     num_types: int = len(DEFECT_TYPES)
+    rule_types: bool = False
 
     def to_dict(self) -> dict:
         """Plain dict."""
@@ -70,15 +74,30 @@ class CandidateNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = create_backbone(cfg.backbone, check_scales(cfg.scales), in_chans=3)
-        width = 2 * sum(self.backbone.feature_info.channels())
+        width = 2 * sum(self.backbone.feature_info.channels()) + (1 + cfg.num_types if cfg.rule_types else 0)
         self.hidden = nn.Linear(width, cfg.hidden_dim)
         self.classify = nn.Linear(cfg.hidden_dim, 1 + cfg.num_types)
         self.regress = nn.Linear(cfg.hidden_dim, 4)
 
-    def forward(self, tested: torch.Tensor, reference: torch.Tensor) -> Verdicts:
-        """Verdicts of (B, 1, S, S) normalised tested windows against their (B, 1, S, S) reference windows."""
+    def forward(
+        self, tested: torch.Tensor, reference: torch.Tensor, rule_types: torch.Tensor | None = None
+    ) -> Verdicts:
+        """Verdicts of (B, 1, S, S) normalised tested windows against their (B, 1, S, S) reference windows.
+
+        Args:
+            tested: (B, 1, S, S) tested windows.
+            reference: (B, 1, S, S) reference windows.
+            rule_types: (B,) int64 the rules' types (0: none); read only with ``cfg.rule_types``.
+
+        Raises:
+            ValueError: the verifier reads rule types and none are given.
+        """
         band = band_defects(tested, reference, self.cfg.band, self.cfg.band_level)
         feats = self.backbone(torch.cat([tested, reference, band], dim=1))
         pooled = [p for f in feats for p in (F.adaptive_max_pool2d(f, 1).flatten(1), f.mean((2, 3)))]
+        if self.cfg.rule_types:
+            if rule_types is None:
+                raise ValueError("this verifier was trained with the classical rules' types: give rule_types")
+            pooled.append(F.one_hot(rule_types.long(), 1 + self.cfg.num_types).to(pooled[0].dtype))
         h = F.relu(self.hidden(torch.cat(pooled, dim=1)))
         return Verdicts(self.classify(h).float(), self.regress(h).float())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from pcbsiam.config import ModelConfig
+from pcbsiam.data.transforms import DIHEDRAL_VIEWS, dihedral_tensor
 from pcbsiam.models.band import band_defects
 from pcbsiam.models.base import register_mode
 from pcbsiam.models.fusion import PooledLogitModel
@@ -45,13 +46,18 @@ class StackedPairNet(PooledLogitModel):
         return x
 
     def compare(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """(B,) logits of (B, 1, S, S) tested and reference patches."""
-        return self.forward(tested, reference)
+        """(B,) logits of (B, 1, S, S) tested and reference patches; with ``model.views`` > 1 the mean logit
+        of that many flips and quarter turns of each pair (tested and reference turned together)."""
+        views = DIHEDRAL_VIEWS[: self.cfg.views]
+        if len(views) == 1:
+            return self.forward(tested, reference)
+        logits = [self.forward(dihedral_tensor(tested, *v), dihedral_tensor(reference, *v)) for v in views]
+        return torch.stack(logits).mean(0)
 
     def forward(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Args: (B, 1, S, S) tested and reference patches. Returns: (B,) defect logits."""
         return self.head(self.backbone(self.channels(tested, reference)))
 
     def score_pairs(self, tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """(B,) logits of patch pairs."""
-        return self.forward(tested, reference)
+        """(B,) logits of patch pairs (:meth:`compare`)."""
+        return self.compare(tested, reference)

@@ -22,7 +22,7 @@ from torchvision.ops import box_iou
 
 from pcbsiam.data.images import load_gray
 from pcbsiam.data.records import BoardPair
-from pcbsiam.data.transforms import to_tensor
+from pcbsiam.data.transforms import dihedral_boxes, dihedral_tensor, to_tensor
 from pcbsiam.detection.learned import (
     LearnedDetector,
     WindowSpec,
@@ -76,6 +76,8 @@ class Samples:
         labels: (N,) int64, 0 "no defect", else the DeepPCB type.
         proposal: (N, 4) float32 the proposed box in its window's unit frame.
         target: (N, 4) float32 the annotated box in the same frame (the proposal's own for "no defect").
+        rule_types: (N,) int64 the classical rules' type of the proposal (for a moved annotated box: that of
+            the proposal overlapping it most, 0 if none does).
     """
 
     tested: torch.Tensor
@@ -83,6 +85,7 @@ class Samples:
     labels: torch.Tensor
     proposal: torch.Tensor
     target: torch.Tensor
+    rule_types: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -110,6 +113,18 @@ def _label_proposals(proposals: np.ndarray, truth: np.ndarray, min_iou: float) -
     return labels, targets
 
 
+def _rule_types_of(boxes: np.ndarray, proposals: np.ndarray, types: np.ndarray, min_iou: float) -> np.ndarray:
+    """(N,) the type of the proposal overlapping each of (N, 4) boxes most, if by ``min_iou``; else 0."""
+    out = np.zeros(len(boxes), np.int64)
+    if not len(boxes) or not len(proposals):
+        return out
+    iou = box_iou(torch.from_numpy(boxes).double(), torch.from_numpy(proposals).double()).numpy()
+    best = iou.argmax(1)
+    hit = iou[np.arange(len(boxes)), best] >= min_iou
+    out[hit] = types[best[hit]]
+    return out
+
+
 def candidate_samples(
     pairs: Sequence[BoardPair],
     spec: WindowSpec,
@@ -121,14 +136,18 @@ def candidate_samples(
     rng = np.random.default_rng(cfg.seed)
     proposer = spec.proposer()
     size = net_cfg.input_size
-    parts: dict[str, list] = {k: [] for k in ("tested", "reference", "labels", "proposal", "target")}
+    keys = ("tested", "reference", "labels", "proposal", "target", "rule_types")
+    parts: dict[str, list] = {k: [] for k in keys}
     for pair in pairs:
         tested, template = load_gray(pair.tested), load_gray(pair.template)
         found = proposer.detect(tested, template)
         truth = np.asarray(pair.boxes, dtype=np.float64).reshape(-1, 5)
         labels, targets = _label_proposals(found.boxes, truth, cfg.min_iou)
         boxes = [found.boxes]
+        hints = [found.types]
+        truth_hints = _rule_types_of(truth[:, :4], found.boxes, found.types, cfg.min_iou)
         for _ in range(cfg.jitter):
+            hints.append(truth_hints)
             side = np.maximum(truth[:, 2] - truth[:, 0], truth[:, 3] - truth[:, 1])[:, None]
             move = rng.uniform(-0.25, 0.25, (len(truth), 2)) * side
             boxes.append(truth[:, :4] + np.tile(move, 2))
@@ -144,42 +163,32 @@ def candidate_samples(
             parts["labels"].append(torch.from_numpy(labels))
             parts["proposal"].append(torch.from_numpy(boxes_in_windows(boxes_all, windows)).float())
             parts["target"].append(torch.from_numpy(boxes_in_windows(targets, windows)).float())
+            parts["rule_types"].append(torch.from_numpy(np.concatenate(hints).astype(np.int64)))
         if progress is not None:
             progress(1)
     if not parts["labels"]:
         raise DataError(Path("."), "the training boards gave no candidate and no annotated defect")
-    return Samples(*(torch.cat(parts[k]) for k in ("tested", "reference", "labels", "proposal", "target")))
-
-
-def _rot90_boxes(b: torch.Tensor, k: int) -> torch.Tensor:
-    """Unit-frame boxes ``x1 y1 x2 y2`` after ``torch.rot90(..., k, dims=(-2, -1))`` of their window."""
-    for _ in range(k % 4):
-        b = torch.stack([b[:, 1], 1 - b[:, 2], b[:, 3], 1 - b[:, 0]], dim=1)
-    return b
-
-
-def _flip_boxes(b: torch.Tensor) -> torch.Tensor:
-    """Unit-frame boxes after a left-right flip of their window."""
-    return torch.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], dim=1)
+    return Samples(*(torch.cat(parts[k]) for k in keys))
 
 
 def augment(
     t: torch.Tensor, r: torch.Tensor, proposal: torch.Tensor, target: torch.Tensor, gen: torch.Generator
 ) -> tuple[torch.Tensor, ...]:
     """One of the 8 flips and quarter turns, the same for the windows and their boxes (types keep)."""
-    k = int(torch.randint(4, (1,), generator=gen))
-    t, r = torch.rot90(t, k, dims=(-2, -1)), torch.rot90(r, k, dims=(-2, -1))
-    proposal, target = _rot90_boxes(proposal, k), _rot90_boxes(target, k)
-    if bool(torch.randint(2, (1,), generator=gen)):
-        t, r = t.flip(-1), r.flip(-1)
-        proposal, target = _flip_boxes(proposal), _flip_boxes(target)
-    return t, r, proposal, target
+    turns = int(torch.randint(4, (1,), generator=gen))
+    flip = bool(torch.randint(2, (1,), generator=gen))
+    return (
+        dihedral_tensor(t, turns, flip),
+        dihedral_tensor(r, turns, flip),
+        dihedral_boxes(proposal, turns, flip),
+        dihedral_boxes(target, turns, flip),
+    )
 
 
 def detector_loss(net: CandidateNet, batch: Sequence[torch.Tensor], box_weight: float) -> tuple[torch.Tensor, dict]:
     """Cross-entropy over the classes plus ``box_weight`` x smooth L1 of the defects' corner moves."""
-    t, r, labels, proposal, target = batch
-    out = net(t, r)
+    t, r, labels, proposal, target, rule_types = batch
+    out = net(t, r, rule_types)
     ce = F.cross_entropy(out.logits, labels)
     pos = labels > 0
     box = F.smooth_l1_loss(out.deltas[pos], (target - proposal)[pos], beta=0.05) if pos.any() else out.deltas.sum() * 0
@@ -206,7 +215,7 @@ def train_one_epoch(
         t, r, proposal, target = augment(
             samples.tested[idx].float(), samples.reference[idx].float(), samples.proposal[idx], samples.target[idx], gen
         )
-        batch = [x.to(device) for x in (t, r, samples.labels[idx], proposal, target)]
+        batch = [x.to(device) for x in (t, r, samples.labels[idx], proposal, target, samples.rule_types[idx])]
         loss, parts = detector_loss(net, batch, cfg.box_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

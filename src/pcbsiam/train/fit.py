@@ -173,7 +173,19 @@ def validation_sample(cfg: Config, data: SplitData) -> tuple[PatchIndex, PatchIn
 
 def validate_epoch(model: torch.nn.Module, data: SplitData, cfg: Config, device: torch.device) -> dict:
     """Calibrate the paper's threshold on training patches, then score the validation patches at it
-    (the ``val_*`` figures are None when the run trains on every item, ``data.val_fraction=0``)."""
+    (the ``val_*`` figures are None when the run trains on every item, ``data.val_fraction=0``).
+
+    The network is applied in one view whatever ``model.views`` says: test-time views are how a trained
+    model is applied (``calibrate --views``), not what picks its best epoch."""
+    net = unwrap(model)
+    views, net.cfg.views = net.cfg.views, 1
+    try:
+        return _validate(model, data, cfg, device)
+    finally:
+        net.cfg.views = views
+
+
+def _validate(model: torch.nn.Module, data: SplitData, cfg: Config, device: torch.device) -> dict:
     spec = PatchSpec.from_config(cfg)
     calib, val = validation_sample(cfg, data)
     cache = ReferenceCache()  # the two passes run at the same weights
