@@ -181,3 +181,12 @@ def test_render_detections_returns_and_writes_the_png(tmp_path: Path) -> None:
     with Image.open(io.BytesIO(png)) as im:
         assert im.format == "PNG" and im.size == (640, 640)  # the board alone, scaled up, no margins
     assert render_detections(board(4), np.zeros((0, 6))).startswith(b"\x89PNG")
+
+
+def test_the_verifier_reads_the_rule_types_unless_told_not_to(tmp_path: Path) -> None:
+    from pcbsiam.cli.main import build_parser
+
+    base = ["train-detector", "--data", str(tmp_path), "--out", str(tmp_path / "d")]
+    assert build_parser().parse_args(base).rule_types is True
+    assert build_parser().parse_args([*base, "--no-rule-types"]).rule_types is False
+    assert build_parser().parse_args(["detect", "--views", "4", "--out", str(tmp_path / "o")]).views == 4
