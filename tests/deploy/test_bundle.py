@@ -79,6 +79,7 @@ def test_other_test_time_views_than_the_calibration_saw_are_applied_with_a_warni
     path = make_tiny_bundle(tmp_path / "s.bundle", overrides=["model.mode=stack"])
     with caplog.at_level("WARNING", logger="pcbsiam.deploy.bundle"):
         assert load_bundle(path).cfg.model.views == 1 and not caplog.records
+        load_bundle(path, inference={"model.views": 4}, recalibrating=True)  # a new threshold comes: no warning
         viewed = load_bundle(path, inference={"model.views": 4})
     assert viewed.model.cfg.views == 4
     assert len(caplog.records) == 1 and "calibrate it with --views 4" in caplog.records[0].getMessage()

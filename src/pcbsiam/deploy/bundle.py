@@ -87,7 +87,10 @@ class Bundle:
 
 
 def load_bundle(
-    path: str | Path, device: str | torch.device = "cpu", inference: dict[str, Any] | None = None
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    inference: dict[str, Any] | None = None,
+    recalibrating: bool = False,
 ) -> Bundle:
     """Read a bundle file, or a training run folder / checkpoint (then uncalibrated unless the run
     validated a threshold), with ``weights_only=True``.
@@ -97,6 +100,7 @@ def load_bundle(
         device: where the network goes.
         inference: other values of the settings of how the network is applied
             (:data:`pcbsiam.config.INFERENCE_KEYS`, e.g. ``{"model.gate": 0}``); None values keep the bundle's.
+        recalibrating: the caller chooses a new threshold (no warning that the stored one saw other views).
 
     Raises:
         PcbsiamError: the file is missing, not a bundle or checkpoint, or from a newer format.
@@ -109,7 +113,8 @@ def load_bundle(
         model, cfg, groups = load_trained(path, device)
         bundle = Bundle(model, cfg, groups, policy="accuracy", calibration={"source": "training validation"})
         bundle.data = training_data(path)
-        return _warn_views(_apply_inference(bundle, inference), 1, path)  # validation scores one view
+        bundle = _apply_inference(bundle, inference)
+        return bundle if recalibrating else _warn_views(bundle, 1, path)  # validation scores one view
     if not path.is_file():
         raise PcbsiamError(
             f"model {path} not found: give a bundle file, a training run folder or a ready model "
@@ -122,7 +127,8 @@ def load_bundle(
     bundle = Bundle(model.to(device).eval(), cfg, list(data["groups"]), data["policy"], data["calibration"], boards)
     bundle.data = dict(data.get("data") or {})
     calibrated_views = cfg.model.views
-    return _warn_views(_apply_inference(bundle, inference), calibrated_views, path)
+    bundle = _apply_inference(bundle, inference)
+    return bundle if recalibrating else _warn_views(bundle, calibrated_views, path)
 
 
 def _warn_views(bundle: Bundle, calibrated_views: int, path: Path) -> Bundle:

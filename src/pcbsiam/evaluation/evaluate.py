@@ -303,7 +303,7 @@ def calibrate_model(
     from pcbsiam.data.paper import is_paper_layout, read_paper_layout
     from pcbsiam.deploy.bundle import load_bundle
 
-    bundle = load_bundle(model, device, inference)
+    bundle = load_bundle(model, device, inference, recalibrating=True)
     val_items = known_val_items(bundle, model)
     own, notes = data_notes(bundle, root, split)
     if own is False and subset == "auto":
