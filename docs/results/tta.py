@@ -3,8 +3,8 @@
     python docs/results/tta.py runs/cv-stack-band 4 group20085 [group...]
 
 Each fold's network scores its 4,000 calibration patches and its held-out group with the mean logit over
-``views`` dihedral views of each pair (1: as trained; 2: + horizontal flip; 4: + vertical flip and
-rotation by 180 degrees; 8: all), tested and reference transformed together, the tile gate as in the
+``views`` dihedral views of each pair (``model.views``: 1 as trained; 2 + horizontal flip; 4 + vertical flip
+and rotation by 180 degrees; 8 all), tested and reference transformed together, the tile gate as in the
 fold; the threshold is chosen on the calibration patches at the accuracy policy. Prints held-out accuracy,
 recall and false alarms beside the fold's recorded figures, and keeps the scores in
 ``<fold>/tta-<views>.npz``.
@@ -25,25 +25,6 @@ from pcbsiam.evaluation.calibration import choose_threshold
 from pcbsiam.evaluation.evaluate import load_subset, model_scorer
 from pcbsiam.evaluation.metrics import binary_metrics
 
-VIEWS = [(0, False), (0, True), (2, True), (2, False), (1, False), (1, True), (3, False), (3, True)]
-ORDER = {1: [0], 2: [0, 1], 4: [0, 1, 2, 3], 8: list(range(8))}  # 2 = vertical flip (rot 180 + hflip)
-
-
-def view(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
-    """(B, C, S, S) -> the same rotated by ``turns`` quarter turns, then mirrored left-right."""
-    x = torch.rot90(x, turns, dims=(2, 3)) if turns else x
-    return torch.flip(x, dims=(3,)) if flip else x
-
-
-def with_views(net: torch.nn.Module, views: int) -> None:
-    plain = net.score_pairs
-
-    def score_pairs(tested: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        out = [plain(view(tested, *VIEWS[v]), view(reference, *VIEWS[v])) for v in ORDER[views]]
-        return torch.stack(out).float().mean(0)
-
-    net.score_pairs = score_pairs
-
 
 def main(cv_dir: str, views: str, *groups: str) -> None:
     cv, n = Path(cv_dir), int(views)
@@ -52,8 +33,9 @@ def main(cv_dir: str, views: str, *groups: str) -> None:
         run = cv / f"fold-{group}"
         record = json.loads((run / "fold.json").read_text())
         cfg = from_dict(__import__("yaml").safe_load((run / "config.yaml").read_text()))
-        bundle = load_bundle(run, "cpu", record.get("inference", inference_settings(cfg)))
-        with_views(bundle.model, n)
+        # the network's own test-time views (model.views): the mean logit over the first n dihedral views
+        inference = record.get("inference", inference_settings(cfg)) | {"model.views": n}
+        bundle = load_bundle(run, "cpu", inference, recalibrating=True)
         val_items = json.loads((run / "split.json").read_text())["val"]
         root, split = cfg.data.root, cfg.data.split
         train = load_subset(root, split, "train", val_items, bundle.spec, cfg.data.cache_dir, 4000, seed=1)

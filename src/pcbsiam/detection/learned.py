@@ -163,12 +163,12 @@ class LearnedDetector:
         (``rule_types``: their (N,) classical types, read by a verifier trained with them)."""
         size = self.net.cfg.input_size
         hints = None if rule_types is None else torch.as_tensor(np.asarray(rule_types, dtype=np.int64))
+        views = DIHEDRAL_VIEWS[: self.views]  # all views of a batch go through in one forward pass
         probs, deltas = [], []
         for s in range(0, len(tested_windows), self.batch_size):
             t = to_tensor(tested_windows[s : s + self.batch_size], size).to(self.device)
             r = to_tensor(reference_windows[s : s + self.batch_size], size).to(self.device)
             h = None if hints is None else hints[s : s + self.batch_size].to(self.device)
-            views = DIHEDRAL_VIEWS[: self.views]  # all views of the batch in one forward pass
             out = self.net(
                 torch.cat([dihedral_tensor(t, *v) for v in views]),
                 torch.cat([dihedral_tensor(r, *v) for v in views]),
