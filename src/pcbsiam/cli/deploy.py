@@ -11,6 +11,8 @@ from pcbsiam.errors import ConfigError
 
 #: ONNX graphs of :func:`pcbsiam.deploy.export.export_onnx` (repeated here: that module imports torch).
 GRAPHS = ("patches", "embeddings")
+#: What ``pcbsiam info`` shows of a bundle's calibration record (a cross-validation's folder or the data).
+_CALIBRATION_SHOWN = ("source", "cv", "data", "split", "subset", "patches", "defective", "value")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -69,7 +71,7 @@ def bundle_card(path: str | Path) -> dict:
         "inference": inference_settings(bundle.cfg),
         "threshold": bundle.threshold,
         "policy": bundle.policy,
-        "calibration": {k: cal[k] for k in ("data", "split", "subset", "patches", "defective", "value") if k in cal},
+        "calibration": {k: cal[k] for k in _CALIBRATION_SHOWN if k in cal},
         "training_data": bundle.data or "not recorded (trained before pcbsiam recorded it)",
         "classifier_groups": len(bundle.groups),
         "registered_boards": sorted(bundle.boards),

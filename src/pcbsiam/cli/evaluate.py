@@ -47,24 +47,36 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"--model {args.model} is a ready model inside the package: give --bundle FILE (or --out DIR) for the "
             "new bundle"
         )
+    if args.from_cv and (args.data or args.max_patches is not None or args.subset != "auto"):
+        raise ConfigError(
+            "--from-cv takes the threshold from the folds' held-out scores: drop --data, --subset and --max-patches"
+        )
+    if not args.from_cv and not args.data:
+        raise ConfigError("give --data ROOT (the boards to calibrate on) or --from-cv DIR (a finished pcbsiam cv)")
     boards = {}
     for item in args.board or []:
         name, _, path = item.partition("=")
         if not path:
             raise PcbsiamError(f"--board {item!r} must look like NAME=IMAGE")
         boards[name] = load_gray(path)
-    bundle = calibrate_model(
-        args.model,
-        args.data,
-        args.split,
-        args.policy,
-        args.subset,
-        args.max_patches,
-        args.cache_dir,
-        args.device,
-        boards,
-        inference_of(args),
-    )
+    if args.from_cv:
+        from pcbsiam.experiment.cv import calibrate_from_cv
+
+        bundle = calibrate_from_cv(args.model, args.from_cv, args.policy, args.device, inference_of(args))
+        bundle.boards.update(boards)
+    else:
+        bundle = calibrate_model(
+            args.model,
+            args.data,
+            args.split,
+            args.policy,
+            args.subset,
+            args.max_patches,
+            args.cache_dir,
+            args.device,
+            boards,
+            inference_of(args),
+        )
     if out is None:
         out = Path(args.model) / "model.bundle" if Path(args.model).is_dir() else Path(args.model)
     bundle.save(out, half=args.half)
@@ -76,7 +88,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 "policy": args.policy,
                 "threshold": round(cal["threshold"], 6),
                 "value": round(cal["value"], 6),
-                "subset": cal["subset"],
+                "subset": cal.get("subset", "held-out scores of the folds"),
+                "source": cal.get("source", "training patches"),
                 "patches": cal["patches"],
                 "boards": sorted(bundle.boards),
             }
@@ -372,7 +385,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="choose the threshold and write a model bundle",
         parents=[
             model_option("training run folder, checkpoint or bundle"),
-            data_options(),
+            data_options(required=False, data_help="data root whose patches the threshold is chosen on"),
             device_option(),
             inference_options(),
             _policy_option(),
@@ -381,6 +394,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "calibrate on at most this many patches",
             ),
         ],
+    )
+    c.add_argument(
+        "--from-cv",
+        default=None,
+        metavar="DIR",
+        help="choose the threshold on the held-out scores of a finished `pcbsiam cv` of the model's config instead "
+        "of on training patches (no --data): unseen designs score closer to the boundary than trained ones",
     )
     c.add_argument("--board", action="append", metavar="NAME=IMAGE", help="register a standard board")
     c.add_argument("--out", default=None, type=out_folder_or(".bundle"), help="folder for model.bundle")

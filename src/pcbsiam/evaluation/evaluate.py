@@ -173,6 +173,15 @@ def calibrate_scores(scores: np.ndarray, labels: np.ndarray, policy: str) -> Cal
     return cal
 
 
+def set_threshold(bundle: Bundle, cal: Calibration, **record: Any) -> None:
+    """Give ``bundle`` the threshold of ``cal``; its calibration record is ``cal``'s policy, threshold, value and
+    warning, and ``record`` (what the scores were: data, counts, notes)."""
+    bundle.model.threshold.fill_(cal.threshold)
+    bundle.policy = cal.policy
+    bundle.calibration = {"policy": cal.policy, "threshold": cal.threshold, "value": cal.value, "warning": cal.warning}
+    bundle.calibration |= record
+
+
 def report(scores: np.ndarray, index: PatchIndex, threshold: float) -> dict:
     """Headline metrics, per defect type and per group, at ``threshold``."""
     labels = index.labels
@@ -312,22 +321,17 @@ def calibrate_model(
         bundle, root, split, resolve_subset(subset, val_items, "train"), val_items, max_patches, cache_dir, device
     )
     subset = data.subset
-    cal = calibrate_scores(scores, data.index.labels, policy)
-    bundle.model.threshold.fill_(cal.threshold)
-    bundle.policy = policy
-    bundle.calibration = {
-        "policy": policy,
-        "threshold": cal.threshold,
-        "value": cal.value,
-        "warning": cal.warning,
-        "data": str(root),
-        "split": str(split),
-        "subset": subset,
-        "patches": len(data.index),
-        "defective": int(data.index.labels.sum()),
-        "val_items": val_items,
-        "notes": notes,
-    }
+    set_threshold(
+        bundle,
+        calibrate_scores(scores, data.index.labels, policy),
+        data=str(root),
+        split=str(split),
+        subset=subset,
+        patches=len(data.index),
+        defective=int(data.index.labels.sum()),
+        val_items=val_items,
+        notes=notes,
+    )
     if is_paper_layout(root):
         for pair in read_paper_layout(root).pairs:
             bundle.boards.setdefault(pair.group, load_gray(pair.template))

@@ -11,6 +11,11 @@ the same training boards. Folder layout::
     OUT/fold-<group>/fold.json   thresholds, per-fold figures, training and scoring time
     OUT/results.json, OUT/cv.md  per-fold and pooled figures (pooled: verdicts of all folds together)
 
+The report pools two calibrations: each fold's threshold chosen on its own training patches, and one
+chosen on the other folds' held-out scores ("out-of-group"; a network is surer of boards it trained on,
+so its training scores put the threshold too high for unseen designs). :func:`calibrate_from_cv` gives a
+model trained with the same config on every group the threshold chosen on all folds' held-out scores.
+
 Repeating the command skips finished folds and resumes an interrupted one, so the folds can span
 several sessions; ``--only GROUP`` runs some folds.
 """
@@ -21,8 +26,9 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,14 +36,20 @@ from pcbsiam.config import Config, apply_overrides, dump_config, from_dict, infe
 from pcbsiam.data.defects import defect_name
 from pcbsiam.data.sources import read_boards
 from pcbsiam.errors import ConfigError
-from pcbsiam.evaluation.calibration import choose_threshold
-from pcbsiam.evaluation.evaluate import classical_scorer, load_subset, model_scorer
-from pcbsiam.evaluation.metrics import binary_metrics, mean_std, recall_by_type
+from pcbsiam.evaluation.calibration import choose_threshold, parse_policy
+from pcbsiam.evaluation.evaluate import calibrate_scores, classical_scorer, load_subset, model_scorer, set_threshold
+from pcbsiam.evaluation.metrics import binary_metrics, mean_std, recall_by_type, roc_auc
 from pcbsiam.io import atomic_path, write_json, write_text
+
+if TYPE_CHECKING:
+    from pcbsiam.deploy.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
 POLICIES = ("accuracy", "recall:0.995")
+METHODS = ("model", "classical")
+#: Suffix of the pooled rows whose thresholds were chosen on the other folds' held-out scores.
+OUT_OF_GROUP = "out-of-group"
 HEADLINE = ("accuracy", "balanced_accuracy", "auroc", "recall", "false_alarm_rate")
 
 
@@ -145,49 +157,249 @@ def _figures(scores: np.ndarray, labels: np.ndarray, defect: np.ndarray, thresho
     return m
 
 
-def cv_report(out: str | Path) -> dict[str, Any]:
-    """Per-fold and pooled figures of the finished folds of ``out`` (also written to results.json, cv.md)."""
+@dataclass
+class HeldOut:
+    """The held-out scores of a cross-validation's finished folds, one array per fold.
+
+    Attributes:
+        request: what the cross-validation was asked (cv.json: config, groups, policies, config_name).
+        records: the finished folds' fold.json records, by held-out group.
+        scores: method (``model``, ``classical``) -> per fold (n_i,) held-out scores.
+        labels: per fold (n_i,) labels, 1 = defective.
+        defect: per fold (n_i,) defect type codes of the patches (0: none).
+    """
+
+    request: dict[str, Any]
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scores: dict[str, list[np.ndarray]] = field(default_factory=lambda: {m: [] for m in METHODS})
+    labels: list[np.ndarray] = field(default_factory=list)
+    defect: list[np.ndarray] = field(default_factory=list)
+
+
+def held_out(out: str | Path) -> HeldOut:
+    """Read the held-out scores of the finished folds of the cross-validation in ``out``.
+
+    Raises:
+        ConfigError: ``out`` holds no cross-validation.
+    """
     out = Path(out)
     if not (out / "cv.json").is_file():
         raise ConfigError(f"{out} holds no cross-validation (no cv.json): run `pcbsiam cv --config ... --out {out}`")
-    request = json.loads((out / "cv.json").read_text())
-    policies = request["policies"]
-    folds: dict[str, Any] = {}
-    pooled: dict[str, dict[str, list[np.ndarray]]] = {m: {p: [] for p in policies} for m in ("model", "classical")}
-    concat: dict[str, list[np.ndarray]] = {"labels": [], "defect": [], "model": [], "classical": []}
-    for group in request["groups"]:
+    result = HeldOut(json.loads((out / "cv.json").read_text()))
+    for group in result.request["groups"]:
         run = fold_dir(out, group)
         if not (run / "fold.json").is_file():
             continue
-        rec = json.loads((run / "fold.json").read_text())
+        result.records[group] = json.loads((run / "fold.json").read_text())
         data = np.load(run / "scores.npz")
+        for method in METHODS:
+            result.scores[method].append(data[method])
+        result.labels.append(data["labels"])
+        result.defect.append(data["defect"])
+    return result
+
+
+def out_of_group_thresholds(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], policy: str) -> list[float]:
+    """For each fold, the threshold ``policy`` chooses on the held-out scores of all the other folds.
+
+    No fold's threshold saw its own group's labels, so the verdicts at these thresholds estimate what a
+    threshold calibrated on held-out scores (:func:`calibrate_from_cv`) gives on a design nobody tuned on.
+
+    Args:
+        scores: per fold (n_i,) held-out scores, at least two folds.
+        labels: per fold (n_i,) labels.
+        policy: a calibration policy (``accuracy``, ``recall:0.995``, ...).
+    """
+    if len(scores) < 2:
+        raise ConfigError("out-of-group calibration needs at least 2 finished folds")
+    out = []
+    for k in range(len(scores)):
+        others = [i for i in range(len(scores)) if i != k]
+        pooled = np.concatenate([scores[i] for i in others])
+        out.append(float(choose_threshold(pooled, np.concatenate([labels[i] for i in others]), policy).threshold))
+    return out
+
+
+def _pooled_figures(verdicts: list[np.ndarray], labels: np.ndarray, defect: np.ndarray) -> dict[str, Any]:
+    """Figures of the concatenated verdicts of all folds (each at its own threshold)."""
+    fig = _figures(np.concatenate(verdicts).astype(np.float64), labels, defect, 0.5)  # verdicts as 0/1 scores
+    fig.pop("auroc", None)
+    return fig
+
+
+def _auroc_mean_std(folds: dict[str, Any], key: str) -> dict[str, Any]:
+    return mean_std([{"auroc": f[key]["auroc"]} for f in folds.values()])
+
+
+def cv_report(out: str | Path, extra_policies: Sequence[str] = ()) -> dict[str, Any]:
+    """:func:`summarise` the finished folds of ``out``, written to results.json and cv.md too."""
+    result = summarise(held_out(out), extra_policies)
+    write_json(Path(out) / "results.json", result)
+    write_text(Path(out) / "cv.md", render_cv(result))
+    return result
+
+
+def summarise(data: HeldOut, extra_policies: Sequence[str] = ()) -> dict[str, Any]:
+    """Per-fold and pooled figures of a cross-validation's finished folds.
+
+    Two calibrations are pooled: each fold's threshold chosen on its own training patches (``method@policy``)
+    and, with two folds or more, chosen on the other folds' held-out scores (``method@policy (out-of-group)``,
+    also at ``extra_policies``). ``out_of_group`` holds the thresholds chosen on all folds' held-out scores:
+    what :func:`calibrate_from_cv` gives a model trained with the same config on every group.
+    """
+    request = data.request
+    policies = request["policies"]
+    folds: dict[str, Any] = {}
+    own: dict[str, list[np.ndarray]] = {f"{m}@{p}": [] for m in METHODS for p in policies}
+    for k, (group, rec) in enumerate(data.records.items()):
         fold = {"patches": rec["patches"], "defective": rec["defective"], "train_seconds": rec["train_seconds"]}
-        for method in ("model", "classical"):
-            concat[method].append(data[method])
+        for method in METHODS:
             for p in policies:
                 thr = rec["thresholds"][method][p]
-                fold[f"{method}@{p}"] = _figures(data[method], data["labels"], data["defect"], thr)
-                pooled[method][p].append((data[method] > thr).astype(np.int64))
-        concat["labels"].append(data["labels"])
-        concat["defect"].append(data["defect"])
+                fold[f"{method}@{p}"] = _figures(data.scores[method][k], data.labels[k], data.defect[k], thr)
+                own[f"{method}@{p}"].append((data.scores[method][k] > thr).astype(np.int64))
         folds[group] = fold
     result: dict[str, Any] = {"request": request, "folds": folds, "done": len(folds), "of": len(request["groups"])}
     if folds:
-        labels, defect = np.concatenate(concat["labels"]), np.concatenate(concat["defect"])
+        labels, defect = np.concatenate(data.labels), np.concatenate(data.defect)
         result["pooled"] = {}
-        for method in ("model", "classical"):
-            for p in policies:
-                verdicts = np.concatenate(pooled[method][p]).astype(np.float64)
-                # verdicts as scores at threshold 0.5: the pooled figures of each fold's own threshold
-                fig = _figures(verdicts, labels, defect, 0.5)
-                fig.pop("auroc", None)
-                fig["auroc_mean_std"] = mean_std([{"auroc": f[f"{method}@{p}"]["auroc"]} for f in folds.values()])
-                fig["mean_std"] = mean_std([{k: f[f"{method}@{p}"][k] for k in HEADLINE} for f in folds.values()])
-                result["pooled"][f"{method}@{p}"] = fig
+        for key, verdicts in own.items():
+            fig = _pooled_figures(verdicts, labels, defect)
+            fig["auroc_mean_std"] = _auroc_mean_std(folds, key)
+            fig["mean_std"] = mean_std([{k: f[key][k] for k in HEADLINE} for f in folds.values()])
+            result["pooled"][key] = fig
+        result["auroc_pooled"] = {m: roc_auc(np.concatenate(data.scores[m]), labels) for m in METHODS}
         result["train_seconds_mean"] = float(np.mean([f["train_seconds"] for f in folds.values()]))
-    write_json(out / "results.json", result)
-    write_text(out / "cv.md", render_cv(result))
+    if len(folds) >= 2:
+        every = list(dict.fromkeys([*policies, *extra_policies]))
+        result["out_of_group"] = {m: {} for m in METHODS}
+        for method in METHODS:
+            scores = data.scores[method]
+            for p in every:
+                key = f"{method}@{p} ({OUT_OF_GROUP})"
+                thresholds = out_of_group_thresholds(scores, data.labels, p)
+                for k, (fold, thr) in enumerate(zip(folds.values(), thresholds, strict=True)):
+                    fold[key] = _figures(scores[k], data.labels[k], data.defect[k], thr)
+                verdicts = [(s > t).astype(np.int64) for s, t in zip(scores, thresholds, strict=True)]
+                fig = _pooled_figures(verdicts, labels, defect)
+                fig["auroc_mean_std"] = _auroc_mean_std(folds, key)
+                fig["mean_std"] = mean_std([{k: f[key][k] for k in HEADLINE} for f in folds.values()])
+                fig["fold_thresholds"] = dict(zip(folds, thresholds, strict=True))
+                result["pooled"][key] = fig
+                cal = choose_threshold(np.concatenate(scores), labels, p)
+                result["out_of_group"][method][p] = {"threshold": float(cal.threshold), "value": float(cal.value)}
+        order = {m: i for i, m in enumerate(METHODS)}  # model rows first; a stable sort keeps own before out-of-group
+        result["pooled"] = dict(sorted(result["pooled"].items(), key=lambda kv: order[kv[0].split("@")[0]]))
     return result
+
+
+#: Settings that may differ between a cross-validation's folds and a model calibrated from them: where the
+#: data came from and how it was split (the classifier head's width follows its groups), and bookkeeping that
+#: does not change what a network learns.
+_FREE_KEYS = {
+    "model.num_classes",
+    "data.root",
+    "data.split",
+    "data.val_fraction",
+    "data.split_seed",
+    "data.holdout_groups",
+    "data.cache_dir",
+    "data.workers",
+    "train.seed",
+    "train.device",
+    "train.val_max_patches",
+    "train.checkpoint_every",
+    "train.log_every",
+}
+
+
+def _flat(d: dict[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{k}": v for section, values in d.items() for k, v in values.items()}
+
+
+def calibrate_from_cv(
+    model: str | Path,
+    cv: str | Path,
+    policy: str = "accuracy",
+    device: str = "cpu",
+    inference: dict[str, Any] | None = None,
+) -> Bundle:
+    """Give a model the threshold ``policy`` chooses on a cross-validation's held-out scores.
+
+    The model should be trained with the cross-validation's config (on every group, or other boards of the
+    same kind); its training scores would put the threshold where boards it has seen are separated, the
+    held-out scores where designs nobody tuned on are. ``cv_report``'s out-of-group rows estimate what the
+    threshold gives on a new design.
+
+    Args:
+        model: training run folder, checkpoint or bundle.
+        cv: the cross-validation folder (``pcbsiam cv --out``), at least two folds finished.
+        policy: the calibration policy.
+        device: where the network goes.
+        inference: how the network is applied (see :func:`~pcbsiam.deploy.bundle.load_bundle`); it must be
+            how the folds were scored.
+
+    Returns:
+        The calibrated bundle (its ``calibration`` records the cross-validation, the folds, the notes).
+
+    Raises:
+        ConfigError: fewer than two finished folds, a network of another kind than the folds', or the
+            network applied otherwise than the folds were scored.
+    """
+    from pcbsiam.deploy.bundle import load_bundle
+    from pcbsiam.evaluation.evaluate import known_val_items
+
+    parse_policy(policy)
+    data = held_out(cv)
+    if len(data.records) < 2:
+        raise ConfigError(f"{cv}: {len(data.records)} fold(s) finished; calibrating from held-out scores needs 2")
+    bundle = load_bundle(model, device, inference, recalibrating=True)
+    folds_cfg = _flat(without_inference(from_dict(data.request["config"])))
+    mine = _flat(without_inference(bundle.cfg))
+    keys = folds_cfg.keys() | mine.keys()
+    differ = sorted(k for k in keys if k not in _FREE_KEYS and folds_cfg.get(k) != mine.get(k))
+
+    def told(names: list[str]) -> str:
+        return ", ".join(f"{k}: {mine.get(k)} here, {folds_cfg.get(k)} in the folds" for k in names)
+
+    network = [k for k in differ if k.startswith("model.")]
+    if network:
+        raise ConfigError(
+            f"{model} is another network than the folds of {cv} ({told(network)}): its scores are on another "
+            "scale; calibrate it on its data, or cross-validate its config"
+        )
+    applied = inference_settings(bundle.cfg)
+    for group, rec in data.records.items():
+        scored = inference_settings(Config()) | rec.get("inference", {})
+        if scored != applied:
+            raise ConfigError(
+                f"{cv}: fold {group} was scored with {scored}, the model is applied with {applied}: pass the same "
+                f"settings (e.g. --gate, --views) or score the folds again (pcbsiam cv --set ...)"
+            )
+    notes = []
+    if differ:
+        notes.append(
+            f"trained otherwise than the folds of {cv} ({told(differ)}): the held-out scores may sit on another scale"
+        )
+    if len(data.records) < len(data.request["groups"]):
+        notes.append(f"{len(data.records)} of {len(data.request['groups'])} folds of {cv} finished")
+    for note in notes:
+        log.warning("%s", note)
+    scores, labels = np.concatenate(data.scores["model"]), np.concatenate(data.labels)
+    estimate = summarise(data, [policy])["pooled"][f"model@{policy} ({OUT_OF_GROUP})"]
+    set_threshold(
+        bundle,
+        calibrate_scores(scores, labels, policy),
+        source="cross-validation",
+        cv=str(cv),
+        folds=sorted(data.records),
+        patches=int(labels.size),
+        defective=int(labels.sum()),
+        out_of_group={k: estimate[k] for k in ("accuracy", "recall", "false_alarm_rate", "by_type")},
+        val_items=known_val_items(bundle, model),
+        notes=notes,
+    )
+    return bundle
 
 
 def _pct(x: float | None) -> str:
@@ -214,22 +426,40 @@ def render_cv(result: dict[str, Any]) -> str:
             f"| {key} | {_pct(fig['accuracy'])} | {_pct(fig['balanced_accuracy'])} | {_pct(fig['recall'])} | "
             f"{_pct(fig['false_alarm_rate'])} | {auc_text} |"
         )
+    if result.get("auroc_pooled"):
+        auc = result["auroc_pooled"]
+        lines += [
+            "",
+            f"AUROC of all folds' held-out scores pooled: model {auc['model']:.4f}, classical {auc['classical']:.4f}.",
+        ]
+    if result.get("out_of_group"):
+        lines += [
+            "",
+            f"Rows marked ({OUT_OF_GROUP}): each fold's threshold chosen on the other folds' held-out scores, never on "
+            "its own group. Thresholds on all folds' held-out scores, for a model trained with this config on every "
+            "group (`pcbsiam calibrate --model RUN --from-cv DIR --policy P`): "
+            + ", ".join(f"{p} {v['threshold']:.4g}" for p, v in result["out_of_group"]["model"].items())
+            + ".",
+        ]
     types = sorted({t for fig in result["pooled"].values() for t in fig["by_type"]})
     lines += ["", "Recall per defect type (pooled, %):", ""]
     lines += ["| method @ policy | " + " | ".join(types) + " |", "| --- |" + " ---: |" * len(types)]
     for key, fig in result["pooled"].items():
         lines.append(f"| {key} | " + " | ".join(_pct(fig["by_type"].get(t)) for t in types) + " |")
-    lines += ["", "Per fold (model @ accuracy policy; classical @ accuracy policy):", ""]
-    lines += [
-        "| held-out group | patches | defective | model acc. | model AUROC | classical acc. | training s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
     first = result["request"]["policies"][0]
+    oog = f"model@{first} ({OUT_OF_GROUP})"
+    lines += ["", f"Per fold (model and classical @ {first} policy; out-of-group: model @ {oog}):", ""]
+    lines += [
+        "| held-out group | patches | defective | model acc. | out-of-group acc. | model AUROC | classical acc. | "
+        "training s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for g, f in result["folds"].items():
         m, c = f[f"model@{first}"], f[f"classical@{first}"]
         lines.append(
-            f"| {g} | {f['patches']} | {f['defective']} | {_pct(m['accuracy'])} | {m['auroc']:.4f} | "
-            f"{_pct(c['accuracy'])} | {f['train_seconds']:.0f} |"
+            f"| {g} | {f['patches']} | {f['defective']} | {_pct(m['accuracy'])} | "
+            f"{_pct(f[oog]['accuracy']) if oog in f else '-'} | {m['auroc']:.4f} | {_pct(c['accuracy'])} | "
+            f"{f['train_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -243,6 +473,7 @@ def run_cv(
     calib_patches: int | None = 4000,
     device: str = "cpu",
     fit: Callable[..., dict] | None = None,
+    extra_policies: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run (or continue) the leave-one-group-out cross-validation of ``cfg`` into ``out``.
 
@@ -255,6 +486,7 @@ def run_cv(
         calib_patches: training patches each threshold is calibrated on (None: all).
         device: where calibration and scoring run (training follows ``train.device``).
         fit: the training function (tests pass a stand-in).
+        extra_policies: more policies of the out-of-group calibration in the report (see :func:`summarise`).
 
     Returns:
         The :func:`cv_report` result.
@@ -279,5 +511,5 @@ def run_cv(
     for k, group in enumerate(g for g in groups if not only or g in only):
         log.info("fold %d/%d: %s held out", k + 1, len(only or groups), group)
         run_fold(cfg, group, out, policies, calib_patches, device, fit)
-        cv_report(out)
-    return cv_report(out)
+        cv_report(out, extra_policies)
+    return cv_report(out, extra_policies)
