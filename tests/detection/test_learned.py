@@ -15,6 +15,7 @@ from pcbsiam.detection.learned import (
     cut_windows,
     load_detector,
     save_detector,
+    split_by_rules,
 )
 from pcbsiam.errors import PcbsiamError
 from pcbsiam.models.detector import CandidateNet, VerifierConfig
@@ -89,7 +90,7 @@ def test_a_net_sure_of_one_type_keeps_every_proposal_with_that_type(synth_root: 
             layer.weight.zero_()
             layer.bias.zero_()
         net.classify.bias[3] = 30.0  # mousebite, with certainty
-    found = LearnedDetector(net, BRIGHT, nms_iou=1.0).detect(tested, template)
+    found = LearnedDetector(net, BRIGHT, nms_iou=1.0, rule_families=()).detect(tested, template)
     proposals = BRIGHT.proposer().detect(tested, template)
     assert len(found) == len(proposals) > 0
     assert set(found.types.tolist()) == {3} and np.all(found.scores > 0.99)
@@ -114,6 +115,40 @@ def test_a_verifier_reading_rule_types_gets_each_proposals_own(synth_root: Path)
     proposals = BRIGHT.proposer().detect(tested, template)
     assert len(found) == len(proposals) > 0 and len(set(proposals.types.tolist())) > 1
     assert sorted(found.types.tolist()) == sorted(proposals.types.tolist())
+
+
+def test_the_rules_split_extra_copper_only_where_both_call_it_so() -> None:
+    # columns: none, open, short, mousebite, spur, spurious copper, pin-hole
+    probs = np.array(
+        [
+            [0.1, 0, 0, 0, 0.5, 0.4, 0],  # network: spur; rules: spurious copper -> spurious copper, 0.9
+            [0.1, 0, 0, 0, 0.3, 0.6, 0],  # network: spurious copper; rules: spur -> spur, 0.9
+            [0.1, 0, 0.5, 0, 0.4, 0, 0],  # network: short; rules: spur -> the network's short stays
+            [0.1, 0, 0, 0, 0.8, 0.1, 0],  # network: spur; rules: open -> the network's spur stays
+        ]
+    )
+    kinds = probs[:, 1:].argmax(1) + 1
+    confidence = probs[np.arange(4), kinds]
+    types, conf = split_by_rules(probs, kinds, confidence, np.array([5, 4, 4, 1]), (4, 5))
+    assert types.tolist() == [5, 4, 2, 4]
+    np.testing.assert_allclose(conf, [0.9, 0.9, 0.5, 0.8])
+
+
+def test_the_detector_lets_the_rules_split_their_families_unless_told_not_to(synth_root: Path) -> None:
+    tested, template, _ = _pair(synth_root)
+    torch.manual_seed(0)
+    net = CandidateNet(TINY)
+    with torch.no_grad():
+        for layer in (net.classify, net.regress):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        net.classify.bias[4] = 30.0  # spur, with certainty, for every candidate
+    proposals = BRIGHT.proposer().detect(tested, template)
+    plain = LearnedDetector(net, BRIGHT, nms_iou=1.0, rule_families=()).detect(tested, template)
+    split = LearnedDetector(net, BRIGHT, nms_iou=1.0).detect(tested, template)
+    assert set(plain.types.tolist()) == {4}
+    expected = sorted(t if t in (4, 5) else 4 for t in proposals.types.tolist())
+    assert sorted(split.types.tolist()) == expected and 5 in expected  # the rules' isolated copper is named so
 
 
 def test_eight_views_are_blind_to_a_turn_of_the_window() -> None:
