@@ -12,6 +12,7 @@ from pcbsiam.data.deeppcb import read_deeppcb
 from pcbsiam.data.images import load_gray
 from pcbsiam.data.registration import Shift, shift_image
 from pcbsiam.detection.classical import ClassicalDetector
+from pcbsiam.detection.learned import WindowSpec
 from pcbsiam.detection.records import Detections
 from pcbsiam.errors import RegistrationError
 
@@ -94,6 +95,19 @@ def test_clean_pairs_give_no_detection(detector: ClassicalDetector) -> None:
     board = template_board()
     assert len(detector.detect(board, board)) == 0
     assert len(detector.detect(shift_image(board, -3, 3, fill=BACKGROUND), board)) == 0
+
+
+def test_a_vanished_stretch_of_a_track_thinner_than_the_band_is_an_open() -> None:
+    template = template_board()
+    template[36:39, 6:90] = COPPER  # a 3 px track: the band's erosion of the template leaves nothing of it
+    tested = template.copy()
+    tested[36:39, 30:60] = BACKGROUND  # 30 px of it gone
+    found = ClassicalDetector(copper="bright", vanished_tracks=True).detect(tested, template)
+    assert len(found) == 1 and found.types.tolist() == [1] and overlaps(found.boxes[0], np.s_[36:39, 30:60])
+    assert len(ClassicalDetector(copper="bright").detect(tested, template)) == 0  # off by default: blind to it
+    assert len(ClassicalDetector(copper="bright", vanished_tracks=True).detect(template, template)) == 0
+    assert WindowSpec(candidates=()).proposer().vanished_tracks  # the learned detector's candidates see it
+    assert not WindowSpec(candidates=(("vanished_tracks", False),)).proposer().vanished_tracks
 
 
 def test_dark_copper_is_the_default_polarity() -> None:

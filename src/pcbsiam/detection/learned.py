@@ -60,8 +60,9 @@ class WindowSpec:
     candidates: tuple[tuple[str, Any], ...] = (("min_pixels", 4), ("open_size", 2))
 
     def proposer(self) -> ClassicalDetector:
-        """The classical detector that proposes the candidates."""
-        return ClassicalDetector(**dict(self.candidates))
+        """The classical detector that proposes the candidates (with ``vanished_tracks`` unless ``candidates``
+        say otherwise: detectors saved before it existed get it too)."""
+        return ClassicalDetector(**({"vanished_tracks": True} | dict(self.candidates)))
 
     def windows(self, boxes: np.ndarray) -> np.ndarray:
         """(N, 4) int windows ``x0 y0 side side`` centred on (N, 4) ``x1 y1 x2 y2`` boxes (may leave the image)."""
