@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pcbsiam.data.binarize import binarize
+from pcbsiam.data.morphology import Neighbourhood, dilate, erode, open_map
 from pcbsiam.data.registration import Shift, estimate_shift, overlap_mask, shift_image
 from pcbsiam.detection.records import Detections
 from pcbsiam.errors import RegistrationError
@@ -43,7 +44,6 @@ __all__ = [
     "splits_conductor",
 ]
 
-Neighbourhood = Literal["disk", "square"]
 Polarity = Literal["dark", "bright"]
 
 #: 8-connectivity for copper (and any blob); 4-connectivity for background.
@@ -62,14 +62,6 @@ def copper_mask(img: np.ndarray, copper: Polarity) -> np.ndarray:
     """
     above = binarize(img)
     return above if copper == "bright" else ~above
-
-
-def _element(radius: int, neighbourhood: Neighbourhood) -> np.ndarray:
-    """(2r+1, 2r+1) bool structuring element: Euclidean disk or square of the given radius."""
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    if neighbourhood == "square":
-        return np.ones_like(yy, dtype=bool)
-    return yy * yy + xx * xx <= radius * radius
 
 
 def defect_maps(
@@ -94,15 +86,14 @@ def defect_maps(
         ``(extra, missing)``: (H, W) bool maps. ``extra``: tested copper with no template copper within
         ``k`` px. ``missing``: template copper at least ``k`` px deep where the tested board has none.
     """
-    band = _element(k, neighbourhood)
-    extra = tested_cu & ~ndi.binary_dilation(template_cu, band) & valid
-    missing = ndi.binary_erosion(template_cu, band, border_value=1) & ~tested_cu & valid
+    extra = tested_cu & ~dilate(template_cu, k, neighbourhood) & valid
+    missing = erode(template_cu, k, neighbourhood) & ~tested_cu & valid
     return drop_specks(extra, open_size), drop_specks(missing, open_size)
 
 
 def drop_specks(mask: np.ndarray, size: int) -> np.ndarray:
     """(H, W) bool mask opened by a ``size`` x ``size`` square: drops parts thinner than ``size``; 0 or 1: none."""
-    return ndi.binary_opening(mask, np.ones((size, size), dtype=bool)) if size > 1 else mask
+    return open_map(mask, size)
 
 
 def candidates(defect_map: np.ndarray, merge_px: int, min_pixels: int) -> list[tuple[tuple[slice, slice], np.ndarray]]:
@@ -117,7 +108,7 @@ def candidates(defect_map: np.ndarray, merge_px: int, min_pixels: int) -> list[t
         ``(slices, blob)`` pairs: the blob's tight bounding box in the map and its (h, w) bool pixels there.
     """
     radius = (merge_px + 1) // 2
-    grown = ndi.binary_dilation(defect_map, np.ones((2 * radius + 1,) * 2, bool)) if radius else defect_map
+    grown = dilate(defect_map, radius, "square")
     labels, _ = ndi.label(grown, EIGHT)
     labels[~defect_map] = 0
     out = []
@@ -169,7 +160,7 @@ def enclosed_background(tested_cu: np.ndarray, template_cu: np.ndarray, k: int) 
         array indexed by label.
     """
     labels, n = ndi.label(~tested_cu, FOUR)
-    template_bg = ~ndi.binary_dilation(template_cu, _element(k, "disk"))
+    template_bg = ~dilate(template_cu, k, "disk")
     edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     enclosed = np.ones(n + 1, dtype=bool)
     enclosed[0] = False
@@ -199,7 +190,7 @@ def splits_conductor(blob: np.ndarray, tested_cu: np.ndarray, template_cu: np.nd
     conductor = np.isin(conductors, under)
     sizes = ndi.sum_labels(np.ones_like(conductors), conductors, under)
     before = int(np.count_nonzero(sizes >= min_piece))
-    pieces, n = ndi.label(tested_cu & ndi.binary_dilation(conductor, _element(k, "disk")), EIGHT)
+    pieces, n = ndi.label(tested_cu & dilate(conductor, k, "disk"), EIGHT)
     if n == 0:
         return False
     overlapping = np.unique(pieces[conductor & (pieces > 0)])
@@ -334,7 +325,7 @@ class ClassicalDetector:
         template_cu = shift_image(copper_mask(template, self.copper), shift.dy, shift.dx, fill=False)
         valid = overlap_mask(tested.shape, shift.dy, shift.dx)
         if self.k:
-            valid = ndi.binary_erosion(valid, np.ones((2 * self.k + 1,) * 2, bool), border_value=1)
+            valid = erode(valid, self.k, "square")
         extra_raw, missing_raw = defect_maps(tested_cu, template_cu, valid, self.k, self.neighbourhood, 0)
         extra, missing = drop_specks(extra_raw, self.open_size), drop_specks(missing_raw, self.open_size)
         holes, enclosed = enclosed_background(tested_cu, template_cu, self.k)
@@ -361,8 +352,8 @@ class ClassicalDetector:
                 if splits_conductor(blob_w, tested_cu[win], template_cu[win], self.k, self.min_piece):
                     add(box, blob, OPEN)
         if self.vanished_tracks and self.k:
-            gone = template_cu & ~ndi.binary_dilation(tested_cu, _element(self.k, self.neighbourhood)) & valid
-            gone &= ~ndi.binary_dilation(missing_raw, np.ones((2 * self.k + 1,) * 2, bool))  # not seen above
+            gone = template_cu & ~dilate(tested_cu, self.k, self.neighbourhood) & valid
+            gone &= ~dilate(missing_raw, self.k, "square")  # not seen above
             for box, blob in candidates(drop_specks(gone, 2), self.merge_px, self.min_pixels):
                 win, blob_w = _in_window(box, blob, self.context_px, tested.shape)
                 kind = missing_copper_type(
