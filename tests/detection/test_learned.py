@@ -149,6 +149,8 @@ def test_the_detector_lets_the_rules_split_their_families_unless_told_not_to(syn
     assert set(plain.types.tolist()) == {4}
     expected = sorted(t if t in (4, 5) else 4 for t in proposals.types.tolist())
     assert sorted(split.types.tolist()) == expected and 5 in expected  # the rules' isolated copper is named so
+    with pytest.raises(ValueError, match="share a type"):
+        LearnedDetector(net, BRIGHT, rule_families=((4, 5), (5, 6)))
 
 
 def test_eight_views_are_blind_to_a_turn_of_the_window() -> None:

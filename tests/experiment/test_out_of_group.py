@@ -105,13 +105,17 @@ def test_report_pools_both_calibrations(run_config: dict, tmp_path: Path) -> Non
 
 def test_calibrate_from_cv_sets_the_pooled_threshold(tiny_run: Path, run_config: dict, tmp_path: Path) -> None:
     write_cv(tmp_path / "cv", run_config)
+    before = {f: f.stat().st_mtime_ns for f in (tmp_path / "cv").rglob("*")}
     bundle = calibrate_from_cv(tiny_run, tmp_path / "cv", "recall:0.995")
+    assert {f: f.stat().st_mtime_ns for f in (tmp_path / "cv").rglob("*")} == before  # the folds are only read
     data = held_out(tmp_path / "cv")
     expected = choose_threshold(np.concatenate(data.scores["model"]), np.concatenate(data.labels), "recall:0.995")
     assert bundle.threshold == pytest.approx(expected.threshold)
     cal = bundle.calibration
     assert cal["source"] == "cross-validation" and cal["folds"] == GROUPS and cal["patches"] == 180
-    assert cal["out_of_group"]["recall"] > 0.5 and cal["notes"] == []
+    estimate = summarise(held_out(tmp_path / "cv"), ["recall:0.995"])["pooled"][f"model@recall:0.995 ({OUT_OF_GROUP})"]
+    assert cal["out_of_group"]["recall"] == estimate["recall"] and cal["notes"] == []
+    assert cal["cv"] == str((tmp_path / "cv").resolve())
     assert cal["val_items"] == json.loads((tiny_run / "split.json").read_text())["val"]  # evaluate's auto subset
     # trained otherwise (another schedule): calibrated, with a note; two folds of three: a note
     other = json.loads(json.dumps(run_config))
@@ -127,6 +131,11 @@ def test_calibrate_from_cv_refuses_what_would_mislead(tiny_run: Path, run_config
     write_cv(tmp_path / "network", network)
     with pytest.raises(ConfigError, match="another network.*model.hidden_dim"):
         calibrate_from_cv(tiny_run, tmp_path / "network")
+    patches = json.loads(json.dumps(run_config))
+    patches["data"]["context"] += 8  # other patches: the scores of another input
+    write_cv(tmp_path / "patches", patches)
+    with pytest.raises(ConfigError, match="data.context"):
+        calibrate_from_cv(tiny_run, tmp_path / "patches")
     write_cv(tmp_path / "gated", run_config, inference={"model.gate": 0})
     with pytest.raises(ConfigError, match="scored with"):
         calibrate_from_cv(tiny_run, tmp_path / "gated")
@@ -146,7 +155,7 @@ def test_cli_calibrate_from_cv(
     assert main(["calibrate", "--model", str(tiny_run), "--from-cv", str(tmp_path / "cv"), "--bundle", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["source"] == "cross-validation" and printed["patches"] == 180
-    assert load_bundle(out).calibration["cv"] == str(tmp_path / "cv")
+    assert load_bundle(out).calibration["cv"] == str((tmp_path / "cv").resolve())
     assert main(["info", str(out)]) == 0 and "cross-validation" in capsys.readouterr().out  # where it came from
     for argv, sentence in (
         (["--from-cv", str(tmp_path / "cv"), "--data", str(synth_root)], "drop --data"),
@@ -155,3 +164,12 @@ def test_cli_calibrate_from_cv(
         assert main(["calibrate", "--model", str(tiny_run), "--bundle", str(tmp_path / "x.bundle"), *argv]) == 2
         assert sentence in capsys.readouterr().err
     assert not (tmp_path / "x.bundle").exists()
+
+
+def test_cli_cv_report_adds_policies(run_config: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_cv(tmp_path / "cv", run_config)
+    assert main(["cv", "--out", str(tmp_path / "cv"), "--report-only", "--policy", "recall:0.9"]) == 0
+    assert f"| model@recall:0.9 ({OUT_OF_GROUP}) |" in capsys.readouterr().out
+    assert f"model@recall:0.9 ({OUT_OF_GROUP})" in (tmp_path / "cv" / "cv.md").read_text()
+    assert main(["cv", "--out", str(tmp_path / "cv"), "--report-only", "--policy", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err

@@ -47,9 +47,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"--model {args.model} is a ready model inside the package: give --bundle FILE (or --out DIR) for the "
             "new bundle"
         )
-    if args.from_cv and (args.data or args.max_patches is not None or args.subset != "auto"):
+    data_args = (args.data, args.max_patches is not None, args.subset != "auto", args.split != "trainval.txt")
+    if args.from_cv and (any(data_args) or args.cache_dir):
         raise ConfigError(
-            "--from-cv takes the threshold from the folds' held-out scores: drop --data, --subset and --max-patches"
+            "--from-cv takes the threshold from the folds' held-out scores: drop --data, --split, --subset, "
+            "--max-patches and --cache-dir"
         )
     if not args.from_cv and not args.data:
         raise ConfigError("give --data ROOT (the boards to calibrate on) or --from-cv DIR (a finished pcbsiam cv)")
@@ -400,7 +402,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="DIR",
         help="choose the threshold on the held-out scores of a finished `pcbsiam cv` of the model's config instead "
-        "of on training patches (no --data): unseen designs score closer to the boundary than trained ones",
+        "of on training patches (no --data; standard boards only by --board): unseen designs score closer to the "
+        "boundary than trained ones",
     )
     c.add_argument("--board", action="append", metavar="NAME=IMAGE", help="register a standard board")
     c.add_argument("--out", default=None, type=out_folder_or(".bundle"), help="folder for model.bundle")

@@ -57,12 +57,12 @@ class WindowSpec:
 
     grow: float = 1.5
     min_side: int = 64
-    candidates: tuple[tuple[str, Any], ...] = (("min_pixels", 4), ("open_size", 2))
+    candidates: tuple[tuple[str, Any], ...] = (("min_pixels", 4), ("open_size", 2), ("vanished_tracks", True))
 
     def proposer(self) -> ClassicalDetector:
         """The classical detector that proposes the candidates (with ``vanished_tracks`` unless ``candidates``
         say otherwise: detectors saved before it existed get it too)."""
-        return ClassicalDetector(**({"vanished_tracks": True} | dict(self.candidates)))
+        return ClassicalDetector(**({"vanished_tracks": True} | dict(self.candidates)))  # older files lack the key
 
     def windows(self, boxes: np.ndarray) -> np.ndarray:
         """(N, 4) int windows ``x0 y0 side side`` centred on (N, 4) ``x1 y1 x2 y2`` boxes (may leave the image)."""
@@ -135,7 +135,7 @@ class LearnedDetector:
             default :data:`RULE_FAMILIES` (measured better on both held-out sets, docs/RESULTS.md); ``()``: none.
 
     Raises:
-        ValueError: ``views`` is not 1, 2, 4 or 8.
+        ValueError: ``views`` is not 1, 2, 4 or 8, or two ``rule_families`` share a type.
     """
 
     def __init__(
@@ -160,6 +160,9 @@ class LearnedDetector:
         self.batch_size = batch_size
         self.views = views
         self.rule_families = RULE_FAMILIES if rule_families is None else tuple(map(tuple, rule_families))
+        named = [t for family in self.rule_families for t in family]
+        if len(named) != len(set(named)):
+            raise ValueError(f"rule_families must not share a type (they apply one after another): {rule_families}")
 
     @torch.inference_mode()
     def verify(

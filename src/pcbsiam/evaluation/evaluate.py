@@ -324,6 +324,7 @@ def calibrate_model(
     set_threshold(
         bundle,
         calibrate_scores(scores, data.index.labels, policy),
+        source="training patches" if subset == "train" else f"{subset} patches",
         data=str(root),
         split=str(split),
         subset=subset,

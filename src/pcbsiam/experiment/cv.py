@@ -105,7 +105,7 @@ def run_fold(
     if done.is_file():
         record = json.loads(done.read_text())
         # settings a record predates took their defaults
-        if inference_settings(Config()) | record.get("inference", {}) == inference:
+        if _scored_with(record) == inference:
             return record
         log.info("%s: scored with %s before, scoring again with %s", group, record.get("inference"), inference)
     cfg = from_dict(apply_overrides(cfg.to_dict(), [f"data.holdout_groups=[{group}]"]))
@@ -191,11 +191,11 @@ def held_out(out: str | Path) -> HeldOut:
         if not (run / "fold.json").is_file():
             continue
         result.records[group] = json.loads((run / "fold.json").read_text())
-        data = np.load(run / "scores.npz")
-        for method in METHODS:
-            result.scores[method].append(data[method])
-        result.labels.append(data["labels"])
-        result.defect.append(data["defect"])
+        with np.load(run / "scores.npz") as data:
+            for method in METHODS:
+                result.scores[method].append(data[method])
+            result.labels.append(data["labels"])
+            result.defect.append(data["defect"])
     return result
 
 
@@ -220,15 +220,31 @@ def out_of_group_thresholds(scores: Sequence[np.ndarray], labels: Sequence[np.nd
     return out
 
 
-def _pooled_figures(verdicts: list[np.ndarray], labels: np.ndarray, defect: np.ndarray) -> dict[str, Any]:
-    """Figures of the concatenated verdicts of all folds (each at its own threshold)."""
+def _pooled_row(folds: dict[str, Any], key: str, verdicts: list[np.ndarray], data: HeldOut) -> dict[str, Any]:
+    """Figures of all folds' verdicts together (each at its own threshold), with the folds' mean ± std of
+    ``folds[g][key]``."""
+    labels, defect = np.concatenate(data.labels), np.concatenate(data.defect)
     fig = _figures(np.concatenate(verdicts).astype(np.float64), labels, defect, 0.5)  # verdicts as 0/1 scores
-    fig.pop("auroc", None)
+    for meaningless in ("auroc", "threshold"):  # of the 0/1 verdicts, not of the scores
+        fig.pop(meaningless, None)
+    fig["auroc_mean_std"] = mean_std([{"auroc": f[key]["auroc"]} for f in folds.values()])
+    fig["mean_std"] = mean_std([{k: f[key][k] for k in HEADLINE} for f in folds.values()])
     return fig
 
 
-def _auroc_mean_std(folds: dict[str, Any], key: str) -> dict[str, Any]:
-    return mean_std([{"auroc": f[key]["auroc"]} for f in folds.values()])
+def _out_of_group_row(
+    folds: dict[str, Any], method: str, policy: str, data: HeldOut
+) -> tuple[str, dict[str, Any], list[float]]:
+    """The pooled row of ``method`` at ``policy`` calibrated out of group; adds each fold's figures to ``folds``."""
+    key = f"{method}@{policy} ({OUT_OF_GROUP})"
+    scores = data.scores[method]
+    thresholds = out_of_group_thresholds(scores, data.labels, policy)
+    for k, (fold, thr) in enumerate(zip(folds.values(), thresholds, strict=True)):
+        fold[key] = _figures(scores[k], data.labels[k], data.defect[k], thr)
+    verdicts = [(s > t).astype(np.int64) for s, t in zip(scores, thresholds, strict=True)]
+    fig = _pooled_row(folds, key, verdicts, data)
+    fig["fold_thresholds"] = dict(zip(folds, thresholds, strict=True))
+    return key, fig, thresholds
 
 
 def cv_report(out: str | Path, extra_policies: Sequence[str] = ()) -> dict[str, Any]:
@@ -261,32 +277,18 @@ def summarise(data: HeldOut, extra_policies: Sequence[str] = ()) -> dict[str, An
         folds[group] = fold
     result: dict[str, Any] = {"request": request, "folds": folds, "done": len(folds), "of": len(request["groups"])}
     if folds:
-        labels, defect = np.concatenate(data.labels), np.concatenate(data.defect)
-        result["pooled"] = {}
-        for key, verdicts in own.items():
-            fig = _pooled_figures(verdicts, labels, defect)
-            fig["auroc_mean_std"] = _auroc_mean_std(folds, key)
-            fig["mean_std"] = mean_std([{k: f[key][k] for k in HEADLINE} for f in folds.values()])
-            result["pooled"][key] = fig
+        labels = np.concatenate(data.labels)
+        result["pooled"] = {key: _pooled_row(folds, key, verdicts, data) for key, verdicts in own.items()}
         result["auroc_pooled"] = {m: roc_auc(np.concatenate(data.scores[m]), labels) for m in METHODS}
         result["train_seconds_mean"] = float(np.mean([f["train_seconds"] for f in folds.values()]))
     if len(folds) >= 2:
         every = list(dict.fromkeys([*policies, *extra_policies]))
         result["out_of_group"] = {m: {} for m in METHODS}
         for method in METHODS:
-            scores = data.scores[method]
             for p in every:
-                key = f"{method}@{p} ({OUT_OF_GROUP})"
-                thresholds = out_of_group_thresholds(scores, data.labels, p)
-                for k, (fold, thr) in enumerate(zip(folds.values(), thresholds, strict=True)):
-                    fold[key] = _figures(scores[k], data.labels[k], data.defect[k], thr)
-                verdicts = [(s > t).astype(np.int64) for s, t in zip(scores, thresholds, strict=True)]
-                fig = _pooled_figures(verdicts, labels, defect)
-                fig["auroc_mean_std"] = _auroc_mean_std(folds, key)
-                fig["mean_std"] = mean_std([{k: f[key][k] for k in HEADLINE} for f in folds.values()])
-                fig["fold_thresholds"] = dict(zip(folds, thresholds, strict=True))
+                key, fig, _ = _out_of_group_row(folds, method, p, data)
                 result["pooled"][key] = fig
-                cal = choose_threshold(np.concatenate(scores), labels, p)
+                cal = choose_threshold(np.concatenate(data.scores[method]), labels, p)
                 result["out_of_group"][method][p] = {"threshold": float(cal.threshold), "value": float(cal.value)}
         order = {m: i for i, m in enumerate(METHODS)}  # model rows first; a stable sort keeps own before out-of-group
         result["pooled"] = dict(sorted(result["pooled"].items(), key=lambda kv: order[kv[0].split("@")[0]]))
@@ -311,6 +313,16 @@ _FREE_KEYS = {
     "train.checkpoint_every",
     "train.log_every",
 }
+
+
+#: Data settings that change what the network scores (the patches' geometry and registration): as decisive as
+#: the network's own settings.
+_PATCH_KEYS = {"data.patch", "data.stride", "data.register", "data.context", "data.local_shift"}
+
+
+def _scored_with(record: dict[str, Any]) -> dict[str, Any]:
+    """The inference settings a fold record was scored with (settings it predates took their defaults)."""
+    return inference_settings(Config()) | record.get("inference", {})
 
 
 def _flat(d: dict[str, Any]) -> dict[str, Any]:
@@ -362,7 +374,8 @@ def calibrate_from_cv(
     def told(names: list[str]) -> str:
         return ", ".join(f"{k}: {mine.get(k)} here, {folds_cfg.get(k)} in the folds" for k in names)
 
-    network = [k for k in differ if k.startswith("model.")]
+    # the starting weights (a path) do not make another network; the patches' geometry does
+    network = [k for k in differ if (k.startswith("model.") and k != "model.weights") or k in _PATCH_KEYS]
     if network:
         raise ConfigError(
             f"{model} is another network than the folds of {cv} ({told(network)}): its scores are on another "
@@ -370,7 +383,7 @@ def calibrate_from_cv(
         )
     applied = inference_settings(bundle.cfg)
     for group, rec in data.records.items():
-        scored = inference_settings(Config()) | rec.get("inference", {})
+        scored = _scored_with(rec)
         if scored != applied:
             raise ConfigError(
                 f"{cv}: fold {group} was scored with {scored}, the model is applied with {applied}: pass the same "
@@ -386,12 +399,13 @@ def calibrate_from_cv(
     for note in notes:
         log.warning("%s", note)
     scores, labels = np.concatenate(data.scores["model"]), np.concatenate(data.labels)
-    estimate = summarise(data, [policy])["pooled"][f"model@{policy} ({OUT_OF_GROUP})"]
+    folds = {g: {} for g in data.records}
+    estimate = _out_of_group_row(folds, "model", policy, data)[1]
     set_threshold(
         bundle,
         calibrate_scores(scores, labels, policy),
         source="cross-validation",
-        cv=str(cv),
+        cv=str(Path(cv).resolve()),
         folds=sorted(data.records),
         patches=int(labels.size),
         defective=int(labels.sum()),
@@ -404,6 +418,10 @@ def calibrate_from_cv(
 
 def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
+
+
+def _auc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def render_cv(result: dict[str, Any]) -> str:
@@ -458,7 +476,7 @@ def render_cv(result: dict[str, Any]) -> str:
         m, c = f[f"model@{first}"], f[f"classical@{first}"]
         lines.append(
             f"| {g} | {f['patches']} | {f['defective']} | {_pct(m['accuracy'])} | "
-            f"{_pct(f[oog]['accuracy']) if oog in f else '-'} | {m['auroc']:.4f} | {_pct(c['accuracy'])} | "
+            f"{_pct(f[oog]['accuracy']) if oog in f else '-'} | {_auc(m['auroc'])} | {_pct(c['accuracy'])} | "
             f"{f['train_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
