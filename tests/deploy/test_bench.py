@@ -145,3 +145,10 @@ def test_bench_inspect_times_every_stage_beside_the_classical_method(
     assert row["network_share_of_peak"] > 0
     if engine == "onnx-int8":  # int8 is measured against its own roof too
         assert row["int8_peak_gops"] > 0 and row["network_share_of_int8_peak"] > 0
+    if engine == "torch":  # with a detector, its boxes are a stage of the inspection
+        from pcbsiam.detection.factory import make_detector
+
+        classical = make_detector("classical")
+        found = bench_inspect(bundle, tiny_deeppcb, boards=2, warmup=0, peak_seconds=0.05, detector=classical)
+        assert found["detector"] == "ClassicalDetector" and found["stage_share"]["detect"] > 0
+        assert row["detector"] is None and "detect" not in row["stage_share"]

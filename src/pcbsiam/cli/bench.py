@@ -114,6 +114,9 @@ def cmd_bench_inspect(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     bundle = load_bundle(args.model, inference=inference_of(args))
+    from pcbsiam.deploy.inspector import make_inspection_detector
+
+    detector = make_inspection_detector(args.detector)
     rows = []
     for name in engines:
         with progress_bar(args.boards, name) as bar:
@@ -134,6 +137,7 @@ def cmd_bench_inspect(args: argparse.Namespace) -> int:
                 progress=tick,
                 pipeline=args.pipeline,
                 threads=args.threads,
+                detector=detector,
             )
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -192,6 +196,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
     e.add_argument("--workdir", default=None, help="keep the ONNX files here (default: a temporary folder)")
     e.add_argument("--pipeline", choices=PIPELINE_CHOICES, default="auto", help=PIPELINE_HELP)
+    e.add_argument(
+        "--detector",
+        default=None,
+        metavar="{classical,PATH}",
+        help="also find typed defect boxes on every board, as `inspect --detector` does (a 'detect' stage)",
+    )
     e.set_defaults(func=cmd_bench_inspect)
 
     t = bsub.add_parser(

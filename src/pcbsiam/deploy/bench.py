@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from pcbsiam.deploy.backends import Engine
 from pcbsiam.deploy.bundle import Bundle
 from pcbsiam.devices import matmul_peak_gflops
 from pcbsiam.models import PairModel
+
+if TYPE_CHECKING:
+    from pcbsiam.detection.factory import Detector
 
 # --- inference speed -------------------------------------------------------------------------------
 
@@ -246,6 +250,7 @@ def bench_inspect(
     progress: Callable[[int, int], None] | None = None,
     pipeline: str = "auto",
     threads: int | None = None,
+    detector: Detector | None = None,
 ) -> dict:
     """End-to-end inspection speed over real boards, with the classical comparison timed on the same boards.
 
@@ -271,6 +276,8 @@ def bench_inspect(
             (:func:`~pcbsiam.deploy.inspector.pipeline_plan`). With the pipeline the stages overlap: their
             times add up to more than the wall time.
         threads: threads of the whole inspection (default ``torch.get_num_threads()``).
+        detector: also find typed defect boxes on every board (a ``detect`` stage; the classical comparison
+            stays the tile comparison).
 
     Returns:
         boards, engine, model boards/s and classical boards/s (decoding included), their ratio, the share
@@ -299,12 +306,14 @@ def bench_inspect(
         calib = data_patches(bundle, root, split, n=64) if engine == "onnx-int8" else (None, None)
         torch.set_num_threads(net_threads)
         backend = make_engine(engine, bundle, workdir or tmp, calib[0], net_threads, calib[1])
-        inspector = Inspector(bundle, batch_size=batch_size, engine=None if engine == "torch" else backend)
+        inspector = Inspector(
+            bundle, batch_size=batch_size, engine=None if engine == "torch" else backend, detector=detector
+        )
         first = (load_gray(pairs[0].tested), load_gray(pairs[0].template))
         for _ in range(warmup):
             inspector.inspect(*first)
         load = os.getloadavg()[0]
-        stages = dict.fromkeys(STAGES, 0.0)
+        stages = dict.fromkeys(STAGES + (("detect",) if detector is not None else ()), 0.0)
         tiles = scored = 0
         t_start = time.perf_counter()
         results = inspector.stream(pairs, lambda p: (load_gray(p.tested), load_gray(p.template)), pipelined)
@@ -340,6 +349,7 @@ def bench_inspect(
         "scored_tiles": scored,
         "gate": bundle.cfg.model.gate,
         "views": bundle.cfg.model.views,
+        "detector": None if detector is None else type(detector).__name__,
         "engine": engine,
         "pipeline": pipelined,
         "mode": bundle.cfg.model.mode,
