@@ -81,15 +81,21 @@ def _pair(synth_root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return load_gray(p.tested), load_gray(p.template), p.boxes
 
 
-def test_a_net_sure_of_one_type_keeps_every_proposal_with_that_type(synth_root: Path) -> None:
-    tested, template, _ = _pair(synth_root)
+def _sure_net(code: int) -> CandidateNet:
+    """A verifier that calls every window ``code`` with certainty and leaves every box where it is."""
     torch.manual_seed(0)
     net = CandidateNet(TINY)
     with torch.no_grad():
         for layer in (net.classify, net.regress):
             layer.weight.zero_()
             layer.bias.zero_()
-        net.classify.bias[3] = 30.0  # mousebite, with certainty
+        net.classify.bias[code] = 30.0
+    return net
+
+
+def test_a_net_sure_of_one_type_keeps_every_proposal_with_that_type(synth_root: Path) -> None:
+    tested, template, _ = _pair(synth_root)
+    net = _sure_net(3)  # mousebite
     found = LearnedDetector(net, BRIGHT, nms_iou=1.0, rule_families=()).detect(tested, template)
     proposals = BRIGHT.proposer().detect(tested, template)
     assert len(found) == len(proposals) > 0
@@ -136,13 +142,7 @@ def test_the_rules_split_extra_copper_only_where_both_call_it_so() -> None:
 
 def test_the_detector_lets_the_rules_split_their_families_unless_told_not_to(synth_root: Path) -> None:
     tested, template, _ = _pair(synth_root)
-    torch.manual_seed(0)
-    net = CandidateNet(TINY)
-    with torch.no_grad():
-        for layer in (net.classify, net.regress):
-            layer.weight.zero_()
-            layer.bias.zero_()
-        net.classify.bias[4] = 30.0  # spur, with certainty, for every candidate
+    net = _sure_net(4)  # spur, for every candidate
     proposals = BRIGHT.proposer().detect(tested, template)
     plain = LearnedDetector(net, BRIGHT, nms_iou=1.0, rule_families=()).detect(tested, template)
     split = LearnedDetector(net, BRIGHT, nms_iou=1.0).detect(tested, template)

@@ -91,7 +91,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 "threshold": round(cal["threshold"], 6),
                 "value": round(cal["value"], 6),
                 "subset": cal.get("subset", "held-out scores of the folds"),
-                "source": cal.get("source", "training patches"),
+                "source": cal["source"],
                 "patches": cal["patches"],
                 "boards": sorted(bundle.boards),
             }

@@ -247,9 +247,9 @@ class ClassicalDetector:
         vanished_tracks: also report template copper with no tested copper within ``k`` px, away from the
             missing-copper map: a whole stretch of a track thinner than the band (``2k+1`` px) is gone,
             which the band's erosion of the template cannot see (typed as other missing copper: pin-hole, open
-            or mousebite). Off here (the
-            classical detector's F and AP move by 0.2 points or less with it), on for the learned detector's
-            candidates (:class:`~pcbsiam.detection.learned.WindowSpec`), where it finds opens of thin tracks.
+            or mousebite). Off here (the classical detector's F and AP move by 0.2 points or less with it), on
+            for the learned detector's candidates (:class:`~pcbsiam.detection.learned.WindowSpec`), where it
+            finds opens of thin tracks.
         pad: pixels added on every side of a blob's bounding box (DeepPCB boxes are loose).
         min_side: boxes narrower than this (px) are widened about their centre (after padding).
         score_scale: confidence is ``1 - exp(-pixels / score_scale)`` for a blob of ``pixels`` defect pixels.

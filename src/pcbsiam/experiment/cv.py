@@ -232,9 +232,7 @@ def _pooled_row(folds: dict[str, Any], key: str, verdicts: list[np.ndarray], dat
     return fig
 
 
-def _out_of_group_row(
-    folds: dict[str, Any], method: str, policy: str, data: HeldOut
-) -> tuple[str, dict[str, Any], list[float]]:
+def _out_of_group_row(folds: dict[str, Any], method: str, policy: str, data: HeldOut) -> tuple[str, dict[str, Any]]:
     """The pooled row of ``method`` at ``policy`` calibrated out of group; adds each fold's figures to ``folds``."""
     key = f"{method}@{policy} ({OUT_OF_GROUP})"
     scores = data.scores[method]
@@ -244,7 +242,7 @@ def _out_of_group_row(
     verdicts = [(s > t).astype(np.int64) for s, t in zip(scores, thresholds, strict=True)]
     fig = _pooled_row(folds, key, verdicts, data)
     fig["fold_thresholds"] = dict(zip(folds, thresholds, strict=True))
-    return key, fig, thresholds
+    return key, fig
 
 
 def cv_report(out: str | Path, extra_policies: Sequence[str] = ()) -> dict[str, Any]:
@@ -286,7 +284,7 @@ def summarise(data: HeldOut, extra_policies: Sequence[str] = ()) -> dict[str, An
         result["out_of_group"] = {m: {} for m in METHODS}
         for method in METHODS:
             for p in every:
-                key, fig, _ = _out_of_group_row(folds, method, p, data)
+                key, fig = _out_of_group_row(folds, method, p, data)
                 result["pooled"][key] = fig
                 cal = choose_threshold(np.concatenate(data.scores[method]), labels, p)
                 result["out_of_group"][method][p] = {"threshold": float(cal.threshold), "value": float(cal.value)}
