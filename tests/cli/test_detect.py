@@ -15,6 +15,7 @@ from pcbsiam.cli.main import main
 from pcbsiam.data.sampler import split_by_image
 from pcbsiam.data.sources import read_boards
 from pcbsiam.detection.factory import DETECTORS, make_detector
+from pcbsiam.detection.learned import WindowSpec
 from pcbsiam.errors import ConfigError
 from pcbsiam.viz.overlay import render_detections
 from tests.conftest import board, run_cli
@@ -190,3 +191,16 @@ def test_the_verifier_reads_the_rule_types_unless_told_not_to(tmp_path: Path) ->
     assert build_parser().parse_args(base).rule_types is True
     assert build_parser().parse_args([*base, "--no-rule-types"]).rule_types is False
     assert build_parser().parse_args(["detect", "--views", "4", "--out", str(tmp_path / "o")]).views == 4
+
+
+def test_the_fine_band_adds_its_candidates_to_the_saved_window_spec(tmp_path: Path) -> None:
+    from pcbsiam.cli.detect import window_spec
+    from pcbsiam.cli.main import build_parser
+
+    base = ["train-detector", "--data", str(tmp_path), "--out", str(tmp_path / "d")]
+    assert build_parser().parse_args(base).fine_band == 0
+    assert build_parser().parse_args([*base, "--fine-band", "1"]).fine_band == 1
+    assert window_spec(0) == WindowSpec() and window_spec(0).proposer().fine_k == 0
+    spec = window_spec(1)
+    assert spec.proposer().fine_k == 1 and spec.proposer().vanished_tracks  # the other candidates stay
+    assert WindowSpec.from_dict(spec.to_dict()).proposer().fine_k == 1  # as saved with the weights

@@ -110,6 +110,20 @@ def test_a_vanished_stretch_of_a_track_thinner_than_the_band_is_an_open() -> Non
     assert not WindowSpec(candidates=(("vanished_tracks", False),)).proposer().vanished_tracks
 
 
+def test_a_bite_shallower_than_the_band_is_proposed_by_the_finer_band() -> None:
+    tested = template_board()
+    tested[87:90, 40:48] = BACKGROUND  # 3 px deep out of the pad's lower edge: 1 px of it lies below the band
+    loose = ClassicalDetector(copper="bright", min_pixels=4, open_size=2)  # as the learned detector's candidates
+    assert len(loose.detect(tested, template_board())) == 0  # what the 2 px band keeps, the opening drops
+    found = ClassicalDetector(copper="bright", min_pixels=4, open_size=2, fine_k=1).detect(tested, template_board())
+    assert found.types.tolist() == [3] and overlaps(found.boxes[0], np.s_[87:90, 40:48])
+    assert len(ClassicalDetector(copper="bright", fine_k=1).detect(template_board(), template_board())) == 0
+    deep = with_defect(3)  # a bite the band sees is proposed once, not again by the finer band
+    assert len(ClassicalDetector(copper="bright", fine_k=1).detect(deep, template_board())) == 1
+    with pytest.raises(ValueError, match="fine_k must be below"):
+        ClassicalDetector(fine_k=2)
+
+
 def test_dark_copper_is_the_default_polarity() -> None:
     found = ClassicalDetector().detect(255 - with_defect(1), 255 - template_board())
     assert found.types.tolist() == [1]

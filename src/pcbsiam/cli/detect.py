@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from pcbsiam.data.records import BoardPair
     from pcbsiam.detection.factory import Detector
+    from pcbsiam.detection.learned import WindowSpec
     from pcbsiam.detection.records import Detections
 
 DEEPPCB_HELP = "DeepPCB root (holding PCBData/)"
@@ -268,6 +270,15 @@ def cmd_evaluate_detections(args: argparse.Namespace) -> int:
     return 0
 
 
+def window_spec(fine_band: int = 0) -> WindowSpec:
+    """The verifier's windows and candidates, with the missing copper a ``fine_band``-px band sees proposed too
+    (0: none)."""
+    from pcbsiam.detection.learned import WindowSpec
+
+    spec = WindowSpec()
+    return replace(spec, candidates=(*spec.candidates, ("fine_k", fine_band))) if fine_band else spec
+
+
 def cmd_train_detector(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -297,7 +308,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         pairs,
         args.out,
         VerifierConfig(backbone=args.backbone, rule_types=args.rule_types),
-        None,
+        window_spec(args.fine_band),
         cfg,
         args.device,
         bar,
@@ -396,6 +407,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=True,
         help="the verifier also reads the type the classical connectivity rules give each candidate (measured "
         "better on both held-out sets of docs/RESULTS.md)",
+    )
+    t.add_argument(
+        "--fine-band",
+        type=bounded(int, 0, 1),
+        default=0,
+        metavar="PX",
+        help="also propose the missing copper a PX-px band sees (bites shallower than the 2 px band; about 2-4 "
+        "more candidates a board, which the verifier learns to drop); saved with the detector; default 0: none",
     )
     t.add_argument("--epochs", type=bounded(int, 1, 10**6), default=6, help="passes over the candidate windows")
     t.add_argument("--batch-size", type=bounded(int, 1, 10**6), default=64, help="windows per step")

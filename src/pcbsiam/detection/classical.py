@@ -250,6 +250,11 @@ class ClassicalDetector:
             or mousebite). Off here (the classical detector's F and AP move by 0.2 points or less with it), on
             for the learned detector's candidates (:class:`~pcbsiam.detection.learned.WindowSpec`), where it
             finds opens of thin tracks.
+        fine_k: also report missing copper that a ``fine_k``-px band sees (0: none; must be below ``k``), away
+            from the missing-copper map: bites shallower than the band, which its erosion hides (typed as
+            other missing copper). A finer band also sees the edges' drift, so it proposes several blobs a
+            board that are no defect: meant for the learned detector's candidates, whose verifier is trained
+            on them.
         pad: pixels added on every side of a blob's bounding box (DeepPCB boxes are loose).
         min_side: boxes narrower than this (px) are widened about their centre (after padding).
         score_scale: confidence is ``1 - exp(-pixels / score_scale)`` for a blob of ``pixels`` defect pixels.
@@ -277,6 +282,7 @@ class ClassicalDetector:
     min_piece: int = 10
     thin_opens: bool = True
     vanished_tracks: bool = False
+    fine_k: int = 0
     pad: int = 10
     min_side: int = 0
     score_scale: float = 10.0
@@ -290,9 +296,21 @@ class ClassicalDetector:
             raise ValueError(f"neighbourhood must be 'disk' or 'square', got {self.neighbourhood!r}.")
         if self.copper not in ("dark", "bright"):
             raise ValueError(f"copper must be 'dark' or 'bright', got {self.copper!r}.")
-        for name in ("k", "open_size", "merge_px", "min_pixels", "context_px", "min_piece", "pad", "min_side"):
+        for name in (
+            "k",
+            "open_size",
+            "merge_px",
+            "min_pixels",
+            "context_px",
+            "min_piece",
+            "pad",
+            "min_side",
+            "fine_k",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.fine_k and self.fine_k >= self.k:
+            raise ValueError(f"fine_k must be below the band k={self.k} (or 0: off), got {self.fine_k}.")
         if self.score_scale <= 0:
             raise ValueError(f"score_scale must be positive, got {self.score_scale}.")
 
@@ -336,15 +354,18 @@ class ClassicalDetector:
             score = 1.0 - float(np.exp(-np.count_nonzero(blob) / self.score_scale))
             rows.append((*self._box(box, tested.shape), score, kind))
 
+        def add_missing(defect_map: np.ndarray) -> None:  # typed by the missing-copper rules
+            for box, blob in candidates(defect_map, self.merge_px, self.min_pixels):
+                win, blob_w = _in_window(box, blob, self.context_px, tested.shape)
+                kind = missing_copper_type(
+                    blob_w, holes[win], enclosed, tested_cu[win], template_cu[win], self.k, self.min_piece
+                )
+                add(box, blob, kind)
+
         for box, blob in candidates(extra, self.merge_px, self.min_pixels):
             win, blob_w = _in_window(box, blob, self.context_px, tested.shape)
             add(box, blob, extra_copper_type(blob_w, tested_cu[win], template_cu[win], self.k + self.open_size))
-        for box, blob in candidates(missing, self.merge_px, self.min_pixels):
-            win, blob_w = _in_window(box, blob, self.context_px, tested.shape)
-            kind = missing_copper_type(
-                blob_w, holes[win], enclosed, tested_cu[win], template_cu[win], self.k, self.min_piece
-            )
-            add(box, blob, kind)
+        add_missing(missing)
         if self.thin_opens:  # cuts through tracks too thin for the opening: reported only when they split one
             for box, blob in candidates(drop_specks(missing_raw, 2), self.merge_px, self.min_pixels):
                 if missing[box][blob].any():
@@ -352,15 +373,16 @@ class ClassicalDetector:
                 win, blob_w = _in_window(box, blob, self.context_px, tested.shape)
                 if splits_conductor(blob_w, tested_cu[win], template_cu[win], self.k, self.min_piece):
                     add(box, blob, OPEN)
+        proposed = missing  # missing copper proposed so far
         if self.vanished_tracks and self.k:
             gone = template_cu & ~dilate(tested_cu, self.k, self.neighbourhood) & valid
-            gone &= ~dilate(missing_raw, self.k, "square")  # not seen above
-            for box, blob in candidates(drop_specks(gone, 2), self.merge_px, self.min_pixels):
-                win, blob_w = _in_window(box, blob, self.context_px, tested.shape)
-                kind = missing_copper_type(
-                    blob_w, holes[win], enclosed, tested_cu[win], template_cu[win], self.k, self.min_piece
-                )
-                add(box, blob, kind)
+            gone = drop_specks(gone & ~dilate(missing_raw, self.k, "square"), 2)  # not seen above
+            proposed = proposed | gone
+            add_missing(gone)
+        if self.fine_k:  # bites shallower than the band: the finer band's missing copper the band did not see
+            _, fine = defect_maps(tested_cu, template_cu, valid, self.fine_k, self.neighbourhood, 2)
+            fine &= ~dilate(proposed, self.k, "square")
+            add_missing(fine)
         if not rows:
             return Detections.empty(shift)
         arr = np.asarray(rows, dtype=np.float64)
