@@ -18,7 +18,7 @@ import numpy as np
 
 from pcbsiam.data.defects import defect_name
 from pcbsiam.evaluation.calibration import choose_threshold
-from pcbsiam.evaluation.metrics import binary_metrics
+from pcbsiam.evaluation.metrics import binary_metrics, recall_by_type, roc_auc
 from pcbsiam.experiment.cv import HeldOut, fold_dir, held_out, out_of_group_thresholds
 
 
@@ -28,15 +28,14 @@ def calibration_scores(run: str, group: str) -> tuple[np.ndarray, np.ndarray]:
         return z["calib_model"], z["calib_labels"]
 
 
-def common(runs: list[HeldOut]) -> list[str]:
-    """Groups every run finished, checked to hold the same patches."""
+def common(runs: list[HeldOut]) -> tuple[list[str], list[list[int]]]:
+    """Groups every run finished, checked to hold the same patches, and per run the folds' indices of them."""
     groups = [g for g in runs[0].records if all(g in r.records for r in runs)]
-    for g in groups:
-        k = [list(r.records).index(g) for r in runs]
-        for r, i in zip(runs[1:], k[1:], strict=True):
-            if not np.array_equal(r.labels[i], runs[0].labels[k[0]]):
-                raise SystemExit(f"{g}: the runs did not score the same patches")
-    return groups
+    pick = [[list(r.records).index(g) for g in groups] for r in runs]
+    for n, g in enumerate(groups):
+        if not all(np.array_equal(r.labels[p[n]], runs[0].labels[pick[0][n]]) for r, p in zip(runs, pick, strict=True)):
+            raise SystemExit(f"{g}: the runs did not score the same patches")
+    return groups, pick
 
 
 def row(
@@ -46,8 +45,9 @@ def row(
     v = np.concatenate([(s > t).astype(np.float64) for s, t in zip(scores, thr, strict=True)])
     y, d = np.concatenate(labels), np.concatenate(defect)
     m = binary_metrics(v, y, 0.5)
-    types = " ".join(f"{defect_name(t)} {100 * v[d == t].mean():.2f}" for t in range(1, 7))
-    auroc = binary_metrics(np.concatenate(scores), y, 0.0)["auroc"]  # the pooled ranking's, not the verdicts'
+    by_type = recall_by_type(v, y, 0.5, np.array([defect_name(int(t)) for t in d], dtype=object))
+    types = " ".join(f"{defect_name(t)} {100 * by_type[defect_name(t)]['recall']:.2f}" for t in range(1, 7))
+    auroc = roc_auc(np.concatenate(scores), y)  # the pooled ranking's, not the verdicts'
     return (
         f"{name:44s} acc {100 * m['accuracy']:.2f} recall {100 * m['recall']:.2f} "
         f"false alarms {100 * m['false_alarm_rate']:.2f} pooled AUROC {auroc:.4f} | {types}"
@@ -60,14 +60,14 @@ def main() -> None:
     ap.add_argument("--policy", action="append", default=None, help="calibration policies (default accuracy)")
     args = ap.parse_args()
     runs = [held_out(r) for r in args.runs]
-    groups = common(runs)
+    groups, pick = common(runs)
     print(f"{len(groups)} groups every run finished: {', '.join(groups)}")
-    pick = [[list(r.records).index(g) for g in groups] for r in runs]
     labels = [runs[0].labels[i] for i in pick[0]]
     defect = [runs[0].defect[i] for i in pick[0]]
-    calib_labels = [calibration_scores(args.runs[0], g)[1] for g in groups]
-    held = {f"{path}": [r.scores["model"][i] for i in p] for path, r, p in zip(args.runs, runs, pick, strict=True)}
-    calib = {f"{path}": [calibration_scores(path, g)[0] for g in groups] for path in args.runs}
+    stored = {path: [calibration_scores(path, g) for g in groups] for path in args.runs}
+    calib_labels = [y for _, y in stored[args.runs[0]]]  # the same patches in every run (same split, seed 1 draw)
+    calib = {path: [c for c, _ in folds] for path, folds in stored.items()}
+    held = {path: [r.scores["model"][i] for i in p] for path, r, p in zip(args.runs, runs, pick, strict=True)}
     held["ensemble (mean logit)"] = [np.mean(f, axis=0) for f in zip(*held.values(), strict=True)]
     calib["ensemble (mean logit)"] = [np.mean(f, axis=0) for f in zip(*calib.values(), strict=True)]
     for policy in args.policy or ["accuracy"]:
