@@ -29,6 +29,9 @@ class ModelConfig:
     weights: str | None = None
     band: int = 0  # stack mode: tolerance-band radius (px) of the classical-comparison channel; 0 = none
     band_level: float = 0.5  # its binarisation level, a fraction of full scale
+    # stack mode with model.band: a second band channel of this smaller radius (px), for defects shallower than
+    # model.band (small bites into copper edges); 0 = none
+    fine_band: int = 0
     # Tiles whose tolerance-band map (radius model.band, or 2) has at most `gate` pixels within the tile and
     # `gate_margin` px around it skip the network and get the model's null score; -1: every tile is scored.
     gate: int = -1
@@ -68,6 +71,9 @@ class TrainConfig:
     pairs: int = 4800
     ref_shift: int = 0
     pos_weight: float = 1.0
+    # pair modes: focusing parameter of the focal loss (Lin et al. 2017), which weights each pair's
+    # cross-entropy by (1 - p_true) ** gamma so that confidently right pairs count less; 0 = plain cross-entropy
+    focal_gamma: float = 0.0
     epochs: int = 10
     batch_size: int = 16
     optimizer: str = "adam"
@@ -81,7 +87,10 @@ class TrainConfig:
     checkpoint_every: int = 50
     log_every: int = 10
     device: str = "auto"
-    amp: bool = True
+    amp: bool = True  # bfloat16 autocast on CUDA
+    # bfloat16 autocast of the training steps on the CPU as well (processors with AVX512-BF16 or AMX);
+    # validation scores stay float32
+    cpu_amp: bool = False
 
 
 @dataclass
@@ -137,6 +146,7 @@ _BOUNDS = (
     ("model.input_size", 16, False),
     ("model.num_classes", 1, False),
     ("model.band", 0, False),
+    ("model.fine_band", 0, False),
     ("model.gate", -1, False),
     ("model.gate_margin", 0, False),
     ("data.patch", 1, False),
@@ -152,6 +162,7 @@ _BOUNDS = (
     ("train.pairs", 1, False),
     ("train.ref_shift", 0, False),
     ("train.pos_weight", 0, True),
+    ("train.focal_gamma", 0, False),
     ("train.epochs", 1, False),
     ("train.batch_size", 1, False),
     ("train.lr", 0, True),

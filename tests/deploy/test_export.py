@@ -201,9 +201,10 @@ def test_cli_export_errors_are_sentences(tmp_path: Path, capsys: pytest.CaptureF
         ["model.mode=diff"],
         ["model.mode=stack"],
         ["model.mode=stack", "model.band=2"],
+        ["model.mode=stack", "model.band=2", "model.fine_band=1"],
         ["model.mode=stack", "model.views=8"],
     ],
-    ids=["diff", "stack", "stack+band", "stack+views"],
+    ids=["diff", "stack", "stack+band", "stack+two-bands", "stack+views"],
 )
 def test_reference_aware_modes_export_with_parity_and_int8(
     overrides: list[str], tmp_path: Path, pairs: tuple[np.ndarray, np.ndarray]

@@ -61,6 +61,41 @@ def test_stack_mode_with_band_feeds_a_fourth_channel_that_changes_the_score() ->
         assert model(t, r).shape == (1,)
 
 
+def test_fine_band_adds_a_fifth_channel_that_sees_bites_the_band_does_not() -> None:
+    cfg = ModelConfig(mode="stack", backbone="resnet18", scales=[2, 3], hidden_dim=16, band=2, fine_band=1)
+    model = create_model(cfg).eval()
+    assert model.backbone.conv1.in_channels == 5
+    r = torch.full((1, 1, 32, 32), -1.0)
+    r[..., 8:24, 8:24] = 2.0  # a copper square in the reference
+    t = r.clone()
+    t[..., 8:10, 14:18] = -1.0  # a bite 2 px deep into its top edge: inside a 2 px band, beyond a 1 px one
+    x = model.channels(t, r)
+    assert x.shape == (1, 5, 32, 32)
+    assert x[0, 3].sum() == 0 and x[0, 4].sum() == 4  # the bite's inner row only
+    with torch.no_grad():
+        assert model(t, r).shape == (1,)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (["model.fine_band=1"], "needs model.band above it"),
+        (["model.band=2", "model.fine_band=2"], "needs model.band above it"),
+        (["model.band=0", "model.fine_band=1"], "needs model.band above it"),
+        (["model.fine_band=-1"], "model.fine_band must be >= 0"),
+    ],
+)
+def test_fine_band_is_checked_with_the_config(overrides: list[str], says: str) -> None:
+    from pcbsiam.config import load_config
+
+    base = "cpu-stack" if overrides[0] == "model.fine_band=1" else "cpu-stack-band"
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(base, overrides)
+    with pytest.raises(ConfigError, match="needs model.mode=stack"):
+        load_config("tiny", ["model.fine_band=1"])
+    assert load_config("cpu-stack-band", ["model.fine_band=1"]).model.fine_band == 1
+
+
 def test_band_needs_the_stack_mode() -> None:
     from pcbsiam.config import load_config
 

@@ -35,10 +35,18 @@ def boards48(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    "mode, items, least_auroc", [("paper", "train.triplets=800", 0.65), ("stack", "train.pairs=1600", 0.75)]
+    "mode, items, least_auroc",
+    [
+        ("paper", ["train.triplets=800"], 0.65),
+        ("stack", ["train.pairs=1600"], 0.75),
+        ("stack", ["train.pairs=1600", "train.focal_gamma=2"], 0.75),
+    ],
+    ids=["paper", "stack", "stack-focal"],
 )
-def test_short_training_beats_chance(boards48: Path, tmp_path: Path, mode: str, items: str, least_auroc: float) -> None:
-    cfg = load_config("tiny", [*SHORT, f"model.mode={mode}", items, f"data.root={boards48}"])
+def test_short_training_beats_chance(
+    boards48: Path, tmp_path: Path, mode: str, items: list[str], least_auroc: float
+) -> None:
+    cfg = load_config("tiny", [*SHORT, f"model.mode={mode}", *items, f"data.root={boards48}"])
     summary = fit(cfg, tmp_path / mode)
     epoch = [json.loads(x) for x in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()][-1]
     assert epoch["kind"] == "epoch" and epoch["val_patches"] >= 150

@@ -72,3 +72,16 @@ def test_pair_loss_is_binary_cross_entropy() -> None:
         / 3
     )
     assert torch.allclose(parts.total, manual, atol=1e-6) and set(parts.parts) == {"bce"}
+
+
+def test_pair_loss_focal_form_weights_each_pair_by_how_wrong_it_is() -> None:
+    from pcbsiam.train.losses import PairLoss
+
+    logits, labels = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1, 0, 0])
+    p_true = torch.sigmoid(torch.tensor([2.0, 1.0, -0.5]))  # probability of each pair's own label
+    ce = -torch.log(p_true) * torch.tensor([2.0, 1.0, 1.0])  # pos_weight 2 on the defective pair
+    parts = PairLoss(pos_weight=2.0, focal_gamma=2.0)(logits, labels)
+    assert torch.allclose(parts.total, (ce * (1 - p_true) ** 2).mean(), atol=1e-6) and set(parts.parts) == {"focal"}
+    # gamma 0 is the plain cross-entropy, whichever path computes it
+    plain = PairLoss(pos_weight=2.0)(logits, labels).total
+    assert torch.allclose(PairLoss(pos_weight=2.0, focal_gamma=1e-12)(logits, labels).total, plain, atol=1e-6)

@@ -56,9 +56,10 @@ class PairModel(nn.Module):
 
     @classmethod
     def check_config(cls, cfg: ModelConfig) -> None:
-        """Raise ConfigError for settings this mode cannot use (by default: the band channel)."""
-        if cfg.band > 0:
-            raise ConfigError(f"model.band (the tolerance-band channel) needs model.mode=stack, not {cfg.mode!r}")
+        """Raise ConfigError for settings this mode cannot use (by default: the band channels)."""
+        for key, value in (("band", cfg.band), ("fine_band", cfg.fine_band)):
+            if value > 0:
+                raise ConfigError(f"model.{key} (a tolerance-band channel) needs model.mode=stack, not {cfg.mode!r}")
 
     @property
     def in_channels(self) -> int:

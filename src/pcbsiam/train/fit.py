@@ -17,7 +17,8 @@ Resuming (``resume=True``) continues ``checkpoints/last.pt`` and refuses, naming
 configuration that differs from the checkpoint's in anything that alters the run. Only these may
 change (:data:`RESUME_MAY_CHANGE`):
 
-* ``train.device``, ``train.amp``, ``data.workers``, ``data.cache_dir``: where and how fast it runs;
+* ``train.device``, ``train.amp``, ``train.cpu_amp``, ``data.workers``, ``data.cache_dir``: where and how fast
+  it runs;
 * ``train.log_every``, ``train.checkpoint_every``: how often it logs and checkpoints;
 * ``data.root``: where the data lies now (the items must give the run's ``split.json`` exactly);
 * ``train.epochs``, with ``train.scheduler=none`` only and not below the epochs already trained:
@@ -53,7 +54,7 @@ from pcbsiam.data.protocol import PatchIndex, subsample
 from pcbsiam.data.sampler import split_by_group, split_by_image
 from pcbsiam.data.sources import describe_data, no_readable_items, patches_of, read_boards
 from pcbsiam.data.store import BoardStore, load_store, register_store
-from pcbsiam.devices import unwrap
+from pcbsiam.devices import unwrap, warn_cpu_amp
 from pcbsiam.errors import ConfigError
 from pcbsiam.evaluation.calibration import choose_threshold
 from pcbsiam.evaluation.metrics import binary_metrics
@@ -214,6 +215,7 @@ def _validate(model: torch.nn.Module, data: SplitData, cfg: Config, device: torc
 RESUME_MAY_CHANGE = (
     "train.device",
     "train.amp",
+    "train.cpu_amp",
     "train.log_every",
     "train.checkpoint_every",
     "train.epochs",
@@ -321,6 +323,7 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
         _check_same_split(run, split, data.train_index.groups, ck)
     objective = objective_for(cfg)
     dataset, criterion = objective.dataset(cfg, data), objective.loss(cfg.train)
+    warn_cpu_amp(dist.device, cfg.train.cpu_amp)
     model: torch.nn.Module = build_model(cfg.model).to(dist.device)
     criterion = criterion.to(dist.device)
     optimizer = make_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
@@ -418,7 +421,17 @@ def _fit(cfg: Config, run: RunFolder, resume: bool, dist: DistInfo, data: SplitD
         )
         t0 = time.perf_counter()
         train_loss = train_one_epoch(
-            model, criterion, optimizer, scheduler, loader, dist.device, epoch, start_step, cfg.train.amp, on_step
+            model,
+            criterion,
+            optimizer,
+            scheduler,
+            loader,
+            dist.device,
+            epoch,
+            start_step,
+            cfg.train.amp,
+            on_step,
+            cpu_amp=cfg.train.cpu_amp,
         )
         train_seconds = time.perf_counter() - t0
         barrier()

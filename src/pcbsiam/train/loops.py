@@ -35,11 +35,13 @@ def train_step(
     batch: tuple,
     device: torch.device,
     amp: bool = True,
+    cpu_amp: bool = False,
 ) -> StepStats:
     """One optimisation step; ``criterion.batch_loss(model, batch, device)`` knows the batch layout
-    of its objective (triplets or pairs, :mod:`pcbsiam.train.objectives`)."""
+    of its objective (triplets or pairs, :mod:`pcbsiam.train.objectives`). The forward pass runs in
+    bfloat16 autocast with ``amp`` on CUDA, and on the CPU with ``cpu_amp`` too."""
     t0 = time.perf_counter()
-    with autocast(device, amp):
+    with autocast(device, amp, cpu=cpu_amp):
         parts, n = criterion.batch_loss(model, batch, device)
     optimizer.zero_grad(set_to_none=True)
     parts.total.backward()
@@ -59,6 +61,7 @@ def train_one_epoch(
     start_step: int = 0,
     amp: bool = True,
     on_step: Callable[[int, int, StepStats], None] | None = None,
+    cpu_amp: bool = False,
 ) -> float:
     """Train over one epoch's batches (triplets or pairs).
 
@@ -73,7 +76,7 @@ def train_one_epoch(
     model.train()
     losses = []
     for step, batch in enumerate(loader, start=start_step):
-        stats = train_step(model, criterion, optimizer, batch, device, amp)
+        stats = train_step(model, criterion, optimizer, batch, device, amp, cpu_amp)
         if not math.isfinite(stats.loss):
             raise FloatingPointError(f"loss became {stats.loss} at epoch {epoch} step {step}; lower train.lr")
         if scheduler is not None:

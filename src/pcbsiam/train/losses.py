@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses, reducers
 from torch import nn
+from torchvision.ops import sigmoid_focal_loss
 
 
 class LossParts(NamedTuple):
@@ -95,20 +96,29 @@ class SiameseLoss(nn.Module):
 
 
 class PairLoss(nn.Module):
-    """Binary cross-entropy on (tested, reference) pairs for the reference-aware mode.
+    """Binary cross-entropy on (tested, reference) pairs for the reference-aware mode, or its focal form.
 
     Args:
         pos_weight: weight of the defective class (1: none).
+        focal_gamma: 0 for plain cross-entropy; above 0 the focal loss (``torchvision.ops.sigmoid_focal_loss``,
+            no class-balancing alpha): each pair's term scaled by ``(1 - p_true) ** focal_gamma``, so pairs the
+            network already gets right with confidence count less than the hard ones.
     """
 
-    def __init__(self, pos_weight: float = 1.0) -> None:
+    def __init__(self, pos_weight: float = 1.0, focal_gamma: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
+        self.focal_gamma = float(focal_gamma)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossParts:
         """Args: logits (B,), labels (B,) in {0, 1}."""
-        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=self.pos_weight)
-        return LossParts(loss, {"bce": loss.detach()})
+        logits, target = logits.float(), labels.float()
+        if self.focal_gamma == 0:
+            loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
+            return LossParts(loss, {"bce": loss.detach()})
+        terms = sigmoid_focal_loss(logits, target, alpha=-1, gamma=self.focal_gamma, reduction="none")
+        loss = (terms * torch.where(target > 0, self.pos_weight, 1.0)).mean()
+        return LossParts(loss, {"focal": loss.detach()})
 
     def batch_loss(self, model: nn.Module, batch: tuple, device: torch.device) -> tuple[LossParts, int]:
         """Loss of a batch of pairs: tested (B, 1, S, S), reference (B, 1, S, S), labels (B,)."""

@@ -105,10 +105,10 @@ class PairObjective(Objective):
         )
 
     def loss(self, train: TrainConfig) -> nn.Module:
-        return PairLoss(train.pos_weight)
+        return PairLoss(train.pos_weight, train.focal_gamma)
 
     def loss_parts(self, train: TrainConfig) -> tuple[str, ...]:
-        return ("bce",)
+        return ("focal",) if train.focal_gamma > 0 else ("bce",)
 
     def synthetic_batch(self, input_size: int, batch_size: int, seed: int = 0) -> tuple:
         gen = torch.Generator().manual_seed(seed)
