@@ -159,7 +159,13 @@ def test_check_resume_allows_only_settings_that_leave_the_run_as_it_is() -> None
     from pcbsiam.train.fit import RESUME_MAY_CHANGE, check_resume
 
     saved = load_config("tiny", ["model.num_classes=4"]).to_dict()
-    allowed = ["train.device=cpu", "train.amp=false", "train.log_every=3", "train.checkpoint_every=7"]
+    allowed = [
+        "train.device=cpu",
+        "train.amp=false",
+        "train.cpu_amp=true",
+        "train.log_every=3",
+        "train.checkpoint_every=7",
+    ]
     allowed += ["data.workers=2", "data.cache_dir=/tmp/cache", "data.root=/elsewhere"]
     check_resume(saved, load_config("tiny", allowed), epochs_done=1)  # num_classes is derived: not compared
     assert {o.split("=")[0] for o in allowed} | {"train.epochs"} == set(RESUME_MAY_CHANGE)
