@@ -69,6 +69,7 @@ def train_one_epoch(
         loader: yields this epoch's batches from step ``start_step`` on (a resumed epoch starts late).
         on_step: called after each step with (epoch, step within the epoch, its stats); checkpoints
             and logging live there.
+        amp, cpu_amp: bfloat16 autocast of the forward passes on CUDA, and on the CPU too (:func:`train_step`).
 
     Returns:
         Mean loss of the steps run.
