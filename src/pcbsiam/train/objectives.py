@@ -48,10 +48,6 @@ class Objective:
         """The loss module; its ``batch_loss(model, batch, device)`` knows the batch layout."""
         raise NotImplementedError
 
-    def loss_parts(self, train: TrainConfig) -> tuple[str, ...]:
-        """Names of the parts the loss reports (logged as ``loss_<name>``)."""
-        raise NotImplementedError
-
     def has_unused_parameters(self, train: TrainConfig) -> bool:
         """Whether some parameters get no gradient (DistributedDataParallel must be told)."""
         return False
@@ -76,9 +72,6 @@ class TripletObjective(Objective):
 
     def loss(self, train: TrainConfig) -> nn.Module:
         return SiameseLoss(train.loss, train.margin, train.triplet_weight, train.ce_weight)
-
-    def loss_parts(self, train: TrainConfig) -> tuple[str, ...]:
-        return tuple(p for p in ("triplet", "ce") if p in train.loss.split("+"))
 
     def has_unused_parameters(self, train: TrainConfig) -> bool:
         return "ce" not in train.loss.split("+")  # the classifier head gets no gradient
@@ -106,9 +99,6 @@ class PairObjective(Objective):
 
     def loss(self, train: TrainConfig) -> nn.Module:
         return PairLoss(train.pos_weight, train.focal_gamma)
-
-    def loss_parts(self, train: TrainConfig) -> tuple[str, ...]:
-        return ("focal",) if train.focal_gamma > 0 else ("bce",)
 
     def synthetic_batch(self, input_size: int, batch_size: int, seed: int = 0) -> tuple:
         gen = torch.Generator().manual_seed(seed)
