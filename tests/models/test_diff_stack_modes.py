@@ -77,23 +77,19 @@ def test_fine_band_adds_a_fifth_channel_that_sees_bites_the_band_does_not() -> N
 
 
 @pytest.mark.parametrize(
-    ("overrides", "says"),
+    ("preset", "overrides", "says"),
     [
-        (["model.fine_band=1"], "needs model.band above it"),
-        (["model.band=2", "model.fine_band=2"], "needs model.band above it"),
-        (["model.band=0", "model.fine_band=1"], "needs model.band above it"),
-        (["model.fine_band=-1"], "model.fine_band must be >= 0"),
+        ("cpu-stack", ["model.fine_band=1"], "needs model.band above it"),
+        ("cpu-stack-band", ["model.band=2", "model.fine_band=2"], "needs model.band above it"),
+        ("cpu-stack-band", ["model.band=0", "model.fine_band=1"], "needs model.band above it"),
+        ("cpu-stack-band", ["model.fine_band=-1"], "model.fine_band must be >= 0"),
     ],
 )
-def test_fine_band_is_checked_with_the_config(overrides: list[str], says: str) -> None:
+def test_fine_band_is_checked_with_the_config(preset: str, overrides: list[str], says: str) -> None:
     from pcbsiam.config import load_config
 
-    base = "cpu-stack" if overrides[0] == "model.fine_band=1" else "cpu-stack-band"
     with pytest.raises(ConfigError, match=re.escape(says)):
-        load_config(base, overrides)
-    with pytest.raises(ConfigError, match="needs model.mode=stack"):
-        load_config("tiny", ["model.fine_band=1"])
-    assert load_config("cpu-stack-band", ["model.fine_band=1"]).model.fine_band == 1
+        load_config(preset, overrides)
 
 
 def test_band_needs_the_stack_mode() -> None:
@@ -101,6 +97,9 @@ def test_band_needs_the_stack_mode() -> None:
 
     with pytest.raises(ConfigError, match="needs model.mode=stack"):
         load_config("tiny", ["model.band=2"])
+    with pytest.raises(ConfigError, match="needs model.mode=stack"):
+        load_config("tiny", ["model.fine_band=1"])
+    assert load_config("cpu-stack-band", ["model.fine_band=1"]).model.fine_band == 1
     with pytest.raises(ConfigError, match="band_level"):
         load_config("cpu-stack-band", ["model.band_level=1.5"])
     assert load_config("cpu-stack-band").model.band == 2
