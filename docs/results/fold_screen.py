@@ -30,13 +30,19 @@ MATCHED_ALARMS = (10, 20, 40)
 MOUSEBITE = DEFECT_CODES["mousebite"]
 
 
-def fold_row(run: str, group: str) -> str:
-    """The Markdown row of one cross-validation's fold (see the module docstring)."""
+def read_fold(run: str, group: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, float]:
+    """A finished fold: its fold.json record, (n,) held-out scores, labels and defect codes, and its own
+    accuracy-policy threshold."""
     folder = fold_dir(Path(run), group)
     record = json.loads((folder / "fold.json").read_text())
     with np.load(folder / "scores.npz") as z:
         scores, labels, defect = z["model"], z["labels"], z["defect"]
-    threshold = record["thresholds"]["model"]["accuracy"]
+    return record, scores, labels, defect, record["thresholds"]["model"]["accuracy"]
+
+
+def fold_row(run: str, group: str) -> str:
+    """The Markdown row of one cross-validation's fold (see the module docstring)."""
+    record, scores, labels, defect, threshold = read_fold(run, group)
     m = binary_metrics(scores, labels, threshold)
     pos, bite = labels == 1, (labels == 1) & (defect == MOUSEBITE)
     cells = [
@@ -75,11 +81,8 @@ def band_counts(run: str, group: str, data: str) -> None:
             for radius, out in counts.items():
                 band = band_defects(tested, reference, radius, cfg.model.band_level)[..., lo:hi, lo:hi]
                 out.append(band.flatten(1).sum(1).numpy())
-    folder = fold_dir(Path(run), group)
-    record = json.loads((folder / "fold.json").read_text())
-    with np.load(folder / "scores.npz") as z:
-        caught = z["model"] > record["thresholds"]["model"]["accuracy"]
-        pos = z["labels"] == 1
+    _, scores, labels, _, threshold = read_fold(run, group)
+    caught, pos = scores > threshold, labels == 1
     for radius, parts in counts.items():
         c = np.concatenate(parts)
         print(
