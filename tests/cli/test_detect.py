@@ -173,6 +173,41 @@ def test_factory_knows_its_methods() -> None:
         make_detector("learned")
 
 
+def test_learned_detect_averages_repeated_models(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from pcbsiam.detection.learned import save_detector
+    from pcbsiam.models.detector import CandidateNet, VerifierConfig
+
+    torch.manual_seed(0)
+    for name in ("a", "b"):
+        save_detector(
+            tmp_path / name / "detector.pt",
+            CandidateNet(VerifierConfig(input_size=32, hidden_dim=16)),
+            WindowSpec(),
+            {},
+        )
+    pair = read_boards(synth_root).pairs[0]
+    common = ["detect", "--method", "learned", "--tested", pair.tested, "--template", pair.template]
+    code, _, _ = run_cli(
+        capsys, *common, "--model", tmp_path / "a", "--model", tmp_path / "b", "--out", tmp_path / "ab"
+    )
+    assert code == 0 and (tmp_path / "ab" / "report.json").exists()
+    assert len(make_detector("learned", [str(tmp_path / "a"), str(tmp_path / "b")]).nets) == 2
+    save_detector(
+        tmp_path / "c" / "detector.pt",
+        CandidateNet(VerifierConfig(input_size=32, hidden_dim=16)),
+        WindowSpec(min_side=48),
+        {},
+    )
+    code, _, err = run_cli(
+        capsys, *common, "--model", tmp_path / "a", "--model", tmp_path / "c", "--out", tmp_path / "ac"
+    )
+    assert code == 2 and "same candidates" in err and not (tmp_path / "ac").exists()
+
+
 def test_render_detections_returns_and_writes_the_png(tmp_path: Path) -> None:
     dets = np.array([[10, 10, 30, 40, 0.9, 1], [50, 2, 60, 12, 0.4, 6]], dtype=np.float64)
     truth = np.array([[12, 12, 30, 38, 1]])

@@ -189,3 +189,32 @@ def test_save_load_round_trip_and_bad_files(tmp_path: Path, synth_root: Path) ->
     (tmp_path / "junk.pt").write_bytes(b"not a detector")
     with pytest.raises(PcbsiamError):
         load_detector(tmp_path / "junk.pt")
+
+
+def test_an_ensemble_averages_its_verifiers_and_refuses_mismatched_ones(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    tested = [rng.integers(0, 256, (40, 40), dtype=np.uint8) for _ in range(3)]
+    reference = [rng.integers(0, 256, (40, 40), dtype=np.uint8) for _ in range(3)]
+    torch.manual_seed(4)
+    a, b = CandidateNet(TINY), CandidateNet(TINY)
+    (pa, ma), (pb, mb) = (LearnedDetector(n, BRIGHT, views=2).verify(tested, reference) for n in (a, b))
+    both = LearnedDetector([a, b], BRIGHT, views=2)
+    assert both.net is a and len(both.nets) == 2
+    p, m = both.verify(tested, reference)
+    assert not np.allclose(pa, pb, atol=1e-4)  # two different verifiers (the test can fail)
+    np.testing.assert_allclose(p, (pa + pb) / 2, atol=1e-6)
+    np.testing.assert_allclose(m, (ma + mb) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one verifier"):
+        LearnedDetector([], BRIGHT)
+    with pytest.raises(ValueError, match="must share input size"):
+        LearnedDetector([a, CandidateNet(VerifierConfig(input_size=48, hidden_dim=16))], BRIGHT)
+
+    save_detector(tmp_path / "a" / "detector.pt", a, BRIGHT, {})
+    save_detector(tmp_path / "b" / "detector.pt", b, BRIGHT, {})
+    loaded = load_detector([tmp_path / "a", str(tmp_path / "b" / "detector.pt")], views=2)
+    np.testing.assert_allclose(loaded.verify(tested, reference)[0], p, atol=1e-6)
+    save_detector(tmp_path / "c" / "detector.pt", b, WindowSpec(min_side=48), {})
+    with pytest.raises(ValueError, match="same candidates"):
+        load_detector([tmp_path / "a", tmp_path / "c"])
+    with pytest.raises(ValueError, match="no detector file"):
+        load_detector([])

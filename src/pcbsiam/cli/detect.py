@@ -350,7 +350,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "detect",
         help="typed defect boxes of a pair (or a batch) in the DeepPCB benchmark's format, scored when annotated",
         parents=[
-            model_option("detector checkpoint (needed by --method learned)", required=False, ready=False),
+            model_option(
+                "detector checkpoint (needed by --method learned); repeat it to average verifiers trained on the "
+                "same candidates (e.g. other --seed)",
+                required=False,
+                repeat=True,
+                ready=False,
+            ),
             data_options(required=False, data_help=DEEPPCB_HELP, cache_dir=False),
             device_option(),
             _subset_options(),

@@ -7,7 +7,7 @@ parser can list :data:`DETECTORS` without loading them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pcbsiam.errors import ConfigError
@@ -28,7 +28,7 @@ class Detector(Protocol):
         ...
 
 
-def _classical(model: str | None, device: str, views: int) -> Detector:
+def _classical(model: str | Sequence[str] | None, device: str, views: int) -> Detector:
     from pcbsiam.detection.classical import ClassicalDetector
 
     if views != 1:
@@ -36,7 +36,7 @@ def _classical(model: str | None, device: str, views: int) -> Detector:
     return ClassicalDetector()
 
 
-def _learned(model: str | None, device: str, views: int) -> Detector:
+def _learned(model: str | Sequence[str] | None, device: str, views: int) -> Detector:
     if not model:
         raise ConfigError("the learned detector needs a trained model: give --model PATH (a detector checkpoint)")
     try:
@@ -53,18 +53,24 @@ def _learned(model: str | None, device: str, views: int) -> Detector:
         raise ConfigError(str(exc)) from None
 
 
-_BUILDERS: dict[str, Callable[[str | None, str, int], Detector]] = {"classical": _classical, "learned": _learned}
+_BUILDERS: dict[str, Callable[[str | Sequence[str] | None, str, int], Detector]] = {
+    "classical": _classical,
+    "learned": _learned,
+}
 
 #: The detection methods :func:`make_detector` knows.
 DETECTORS: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def make_detector(method: str, model: str | None = None, device: str = "cpu", views: int = 1) -> Detector:
+def make_detector(
+    method: str, model: str | Sequence[str] | None = None, device: str = "cpu", views: int = 1
+) -> Detector:
     """The detector of ``method``, ready to call ``detect(tested, template)``.
 
     Args:
         method: one of :data:`DETECTORS`.
-        model: the trained model a learned detector loads (unused by the classical one).
+        model: the trained model a learned detector loads, or several whose verifiers it averages (unused by the
+            classical one).
         device: where a learned detector runs (``cpu``, ``cuda``, ...).
         views: test-time views a learned detector averages (1, 2, 4 or 8; the classical one takes 1).
 

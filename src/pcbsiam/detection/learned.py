@@ -11,6 +11,7 @@ Overlapping boxes of one defect are merged by non-maximum suppression (``torchvi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,8 @@ class LearnedDetector:
     """Typed defect boxes of a board pair: classical candidates verified, typed and boxed by a network.
 
     Args:
-        net: the trained verifier.
+        net: the trained verifier, or several trained on the same candidates (an ensemble: their class
+            probabilities and box moves are averaged, as the views' are; each costs a forward pass).
         spec: how candidates become windows.
         device: where the network runs.
         min_confidence: detections below this confidence are dropped (0.5: a candidate is reported when
@@ -135,12 +137,13 @@ class LearnedDetector:
             default :data:`RULE_FAMILIES` (measured better on both held-out sets, docs/RESULTS.md); ``()``: none.
 
     Raises:
-        ValueError: ``views`` is not 1, 2, 4 or 8, or two ``rule_families`` share a type.
+        ValueError: ``views`` is not 1, 2, 4 or 8, two ``rule_families`` share a type, no verifier is given, or
+            the verifiers differ in input size, types or whether they read the rules' type.
     """
 
     def __init__(
         self,
-        net: CandidateNet,
+        net: CandidateNet | Sequence[CandidateNet],
         spec: WindowSpec,
         device: str | torch.device = "cpu",
         min_confidence: float = 0.5,
@@ -151,8 +154,17 @@ class LearnedDetector:
     ) -> None:
         if views not in VIEW_COUNTS:
             raise ValueError(f"views must be one of {', '.join(map(str, VIEW_COUNTS))}, not {views}")
+        nets = (net,) if isinstance(net, CandidateNet) else tuple(net)
+        if not nets:
+            raise ValueError("a learned detector needs at least one verifier")
+        shapes = {(n.cfg.input_size, n.cfg.num_types, n.cfg.rule_types) for n in nets}
+        if len(shapes) > 1:
+            raise ValueError(
+                "the verifiers of one detector must share input size, number of types and whether they read "
+                f"the rules' type; got (input_size, num_types, rule_types) = {sorted(shapes)}"
+            )
         self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        self.nets = tuple(n.to(self.device).eval() for n in nets)
         self.spec = spec
         self.proposer = spec.proposer()
         self.min_confidence = min_confidence
@@ -164,6 +176,11 @@ class LearnedDetector:
         if len(named) != len(set(named)):
             raise ValueError(f"rule_families must not share a type (they apply one after another): {rule_families}")
 
+    @property
+    def net(self) -> CandidateNet:
+        """The first verifier (the only one unless this is an ensemble)."""
+        return self.nets[0]
+
     @torch.inference_mode()
     def verify(
         self,
@@ -172,7 +189,8 @@ class LearnedDetector:
         rule_types: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities (N, 1 + types) and unit-frame corner moves (N, 4) of N candidate windows
-        (``rule_types``: their (N,) classical types, read by a verifier trained with them)."""
+        (``rule_types``: their (N,) classical types, read by a verifier trained with them), averaged over
+        the views and the verifiers."""
         size = self.net.cfg.input_size
         hints = None if rule_types is None else torch.as_tensor(np.asarray(rule_types, dtype=np.int64))
         views = DIHEDRAL_VIEWS[: self.views]  # all views of a batch go through in one forward pass
@@ -181,16 +199,17 @@ class LearnedDetector:
             t = to_tensor(tested_windows[s : s + self.batch_size], size).to(self.device)
             r = to_tensor(reference_windows[s : s + self.batch_size], size).to(self.device)
             h = None if hints is None else hints[s : s + self.batch_size].to(self.device)
-            out = self.net(
-                torch.cat([dihedral_tensor(t, *v) for v in views]),
-                torch.cat([dihedral_tensor(r, *v) for v in views]),
-                None if h is None else h.repeat(len(views)),
-            )
-            p = out.logits.softmax(1).view(len(views), len(t), -1).mean(0)
-            moves = out.deltas.view(len(views), len(t), 4)
-            d = torch.stack([undo_dihedral_moves(m, *v) for m, v in zip(moves, views, strict=True)]).mean(0)
-            probs.append(p.cpu().numpy())
-            deltas.append(d.cpu().numpy())
+            tv = torch.cat([dihedral_tensor(t, *v) for v in views])
+            rv = torch.cat([dihedral_tensor(r, *v) for v in views])
+            hv = None if h is None else h.repeat(len(views))
+            p, d = 0.0, 0.0
+            for net in self.nets:
+                out = net(tv, rv, hv)
+                p = p + out.logits.softmax(1).view(len(views), len(t), -1).mean(0)
+                moves = out.deltas.view(len(views), len(t), 4)
+                d = d + torch.stack([undo_dihedral_moves(m, *v) for m, v in zip(moves, views, strict=True)]).mean(0)
+            probs.append((p / len(self.nets)).cpu().numpy())
+            deltas.append((d / len(self.nets)).cpu().numpy())
         if not probs:
             return np.zeros((0, 1 + self.net.cfg.num_types)), np.zeros((0, 4))
         return np.concatenate(probs), np.concatenate(deltas)
@@ -269,20 +288,37 @@ def save_detector(path: str | Path, net: CandidateNet, spec: WindowSpec, record:
     return save_tagged(path, DETECTOR_FORMAT, DETECTOR_VERSION, payload)
 
 
-def load_detector(path: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> LearnedDetector:
-    """A :class:`LearnedDetector` from a file written by :func:`save_detector` (``weights_only=True``).
+def load_detector(
+    path: str | Path | Sequence[str | Path], device: str | torch.device = "cpu", **kwargs: Any
+) -> LearnedDetector:
+    """A :class:`LearnedDetector` from files written by :func:`save_detector` (``weights_only=True``).
 
     Args:
-        path: the detector file (or a training folder holding ``detector.pt``).
+        path: the detector file (or a training folder holding ``detector.pt``), or several of them, trained
+            on the same candidates (e.g. with different ``--seed``): their verifiers are averaged.
         device: where the network runs.
         kwargs: :class:`LearnedDetector` settings (``min_confidence``, ``nms_iou``, ``batch_size``, ``views``).
+
+    Raises:
+        ValueError: no file, or several whose candidates or windows differ or whose verifiers cannot be averaged.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "detector.pt"
-    data = load_tagged(
-        path, DETECTOR_FORMAT, DETECTOR_VERSION, "detector", remedy="train it with pcbsiam train-detector"
-    )
-    net = CandidateNet(VerifierConfig(**data["net"]))
-    net.load_state_dict(data["state_dict"])
-    return LearnedDetector(net, WindowSpec.from_dict(data["windows"]), device, **kwargs)
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths:
+        raise ValueError("no detector file given")
+    nets, specs = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            p = p / "detector.pt"
+        data = load_tagged(
+            p, DETECTOR_FORMAT, DETECTOR_VERSION, "detector", remedy="train it with pcbsiam train-detector"
+        )
+        net = CandidateNet(VerifierConfig(**data["net"]))
+        net.load_state_dict(data["state_dict"])
+        nets.append(net)
+        specs.append(WindowSpec.from_dict(data["windows"]))
+    if any(spec != specs[0] for spec in specs[1:]):
+        raise ValueError(
+            "detectors averaged together must propose and cut the same candidates; these differ in their "
+            f"window settings: {', '.join(str(p) for p in paths)}"
+        )
+    return LearnedDetector(nets, specs[0], device, **kwargs)
