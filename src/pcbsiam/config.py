@@ -82,6 +82,9 @@ class TrainConfig:
     scheduler: str = "cosine"
     warmup_steps: int = 0
     augment: bool = False
+    # each training patch rendered as another scan might (contrast, grey level, blur, JPEG quality;
+    # data.transforms.Photometric): the tested and reference patches of a pair independently
+    photometric: bool = False
     seed: int = 0
     val_max_patches: int | None = None
     checkpoint_every: int = 50

@@ -47,6 +47,25 @@ def test_datasets_shapes_and_joint_augmentation(tiny_deeppcb: Path) -> None:
         assert any(same)
 
 
+def test_photometric_pairs_render_tested_and_reference_apart(tiny_deeppcb: Path) -> None:
+    store = load_store(read_deeppcb(tiny_deeppcb))
+    index = patches_of(store, patch=32)
+    crops = PatchCropper(store, index, PatchSpec())
+    items = np.array([i for i in range(len(index)) if 40 < crops.tested(i).mean() < 215][:4])  # not flat
+    assert len(items) == 4
+    plain = PairTrainDataset(store, index, items, PatchSpec(input_size=32), seed=3)
+    photo = PairTrainDataset(store, index, items, PatchSpec(input_size=32), seed=3, photometric=True)
+    for k in range(4):
+        (t0, r0, y0), (t1, r1, y1) = plain[k], photo[k]
+        assert y0 == y1 and t1.shape == t0.shape
+        assert not np.allclose(t0.numpy(), t1.numpy()) and not np.allclose(r0.numpy(), r1.numpy())
+        assert not np.allclose((t1 - t0).numpy(), (r1 - r0).numpy())  # each patch its own rendering
+        np.testing.assert_array_equal(photo[k][0].numpy(), t1.numpy())  # drawn from the seed and the item
+    trip = TripletDataset(store, index, items[None, :3], PatchSpec(input_size=16), photometric=True)
+    plain_trip = TripletDataset(store, index, items[None, :3], PatchSpec(input_size=16))
+    assert not np.allclose(trip[0][0].numpy(), plain_trip[0][0].numpy())
+
+
 def test_registered_store_moves_reference_crops(tiny_deeppcb: Path) -> None:
     store = load_store(read_deeppcb(tiny_deeppcb))
     store.reference[0] = np.roll(store.tested[0], (2, -3), axis=(0, 1))  # reference = tested moved

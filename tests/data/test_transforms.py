@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pcbsiam.data.transforms import crop, crop_pair, inside, refine_shift
+from pcbsiam.data.transforms import Photometric, crop, crop_pair, inside, random_photometric, refine_shift
 
 
 def _board(size: int = 96, seed: int = 0) -> np.ndarray:
@@ -114,3 +114,20 @@ def test_refine_shifts_of_a_tile_grid_equal_the_loop_over_moves_box_by_box() -> 
     want = [_refine_by_loop(img, ref, b, r, 3) for b, r in zip(boxes, reference_boxes, strict=True)]
     assert [tuple(int(v) for v in m) for m in got] == want
     assert len({tuple(m) for m in want}) > 1
+
+
+def test_random_photometric_renders_another_scan_with_a_fixed_number_of_draws() -> None:
+    board = np.full((48, 48), 220, np.uint8)
+    board[:, 20:28] = 40  # a dark track on bright board, as DeepPCB
+    a = random_photometric(board, np.random.default_rng(1))
+    assert a.shape == board.shape and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, random_photometric(board, np.random.default_rng(1)))  # the seed decides
+    outs = [random_photometric(board, np.random.default_rng(s)) for s in range(8)]
+    assert len({o.tobytes() for o in outs}) == 8  # renderings differ (the test can fail)
+    assert all(o[:, 22:26].mean() < 128 < o[:, :10].mean() for o in outs)  # the copper stays copper
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    random_photometric(board, r1)
+    random_photometric(np.zeros((9, 9), np.uint8), r2, Photometric(blur=0.0, jpeg=0.0))
+    assert r1.random() == r2.random()  # as many draws whatever is applied
+    none = Photometric(gain=1.0, shift=0.0, blur=0.0, jpeg=0.0)
+    np.testing.assert_array_equal(random_photometric(board, np.random.default_rng(0), none), board)

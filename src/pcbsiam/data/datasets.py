@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 from pcbsiam.data.crops import PatchCropper, PatchSpec
 from pcbsiam.data.protocol import PatchIndex
 from pcbsiam.data.store import BoardStore
-from pcbsiam.data.transforms import apply_dihedral, random_dihedral, to_tensor
+from pcbsiam.data.transforms import apply_dihedral, random_dihedral, random_photometric, to_tensor
 
 
 class PairDataset(Dataset):
@@ -38,8 +38,9 @@ class TripletDataset(Dataset):
     """The sampler's triplets as image stacks, for training.
 
     Items: images (3, 1, S, S) float32 in order anchor, positive, negative; labels (3,) int64;
-    groups (3,) int64. With ``augment`` each image gets a random flip/quarter turn, drawn from
-    ``seed`` and the item number so that a resumed run sees the same augmentation.
+    groups (3,) int64. With ``augment`` each image gets a random flip/quarter turn, with ``photometric``
+    its own rendering (:func:`~pcbsiam.data.transforms.random_photometric`), drawn from ``seed`` and the
+    item number so that a resumed run sees the same augmentation.
     """
 
     def __init__(
@@ -50,12 +51,14 @@ class TripletDataset(Dataset):
         spec: PatchSpec,
         augment: bool = False,
         seed: int = 0,
+        photometric: bool = False,
     ) -> None:
         self.crops = PatchCropper(store, index, spec)
         self.index = index
         self.triplets = triplets
         self.size = spec.input_size
         self.augment = augment
+        self.photometric = photometric
         self.seed = seed
 
     def __len__(self) -> int:
@@ -64,9 +67,11 @@ class TripletDataset(Dataset):
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids = self.triplets[k]
         patches = [self.crops.tested(int(i)) for i in ids]
+        rng = np.random.default_rng([self.seed, k])
         if self.augment:
-            rng = np.random.default_rng([self.seed, k])
             patches = [apply_dihedral(p, *random_dihedral(rng)) for p in patches]
+        if self.photometric:
+            patches = [random_photometric(p, rng) for p in patches]
         rows = self.index.rows[ids]
         return (
             to_tensor(patches, self.size),
@@ -80,7 +85,9 @@ class PairTrainDataset(Dataset):
 
     Items: tested (1, S, S), reference (1, S, S), label (scalar int64). With ``augment`` both
     patches get the same random flip/quarter turn and the reference is moved by up to
-    ``ref_shift`` px, imitating registration error; draws come from ``seed`` and the item number.
+    ``ref_shift`` px, imitating registration error; with ``photometric`` each of the two gets its own
+    rendering (contrast, grey level, blur, JPEG quality: :func:`~pcbsiam.data.transforms.random_photometric`),
+    as two scans differ; draws come from ``seed`` and the item number.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class PairTrainDataset(Dataset):
         augment: bool = False,
         ref_shift: int = 0,
         seed: int = 0,
+        photometric: bool = False,
     ) -> None:
         self.crops = PatchCropper(store, index, spec)
         self.index = index
@@ -99,6 +107,7 @@ class PairTrainDataset(Dataset):
         self.size = spec.input_size
         self.augment = augment
         self.ref_shift = ref_shift
+        self.photometric = photometric
         self.seed = seed
 
     def __len__(self) -> int:
@@ -112,6 +121,8 @@ class PairTrainDataset(Dataset):
         if self.augment:
             turns, flip = random_dihedral(rng)
             tested, reference = apply_dihedral(tested, turns, flip), apply_dihedral(reference, turns, flip)
+        if self.photometric:
+            tested, reference = random_photometric(tested, rng), random_photometric(reference, rng)
         label = torch.as_tensor(int(self.index.rows[i]["label"]), dtype=torch.int64)
         return to_tensor(tested[None], self.size)[0], to_tensor(reference[None], self.size)[0], label
 

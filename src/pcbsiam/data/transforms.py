@@ -1,6 +1,9 @@
-"""Patch crops to tensors: scaling, resizing and joint augmentation of tested and reference patches."""
+"""Patch crops to tensors: scaling, resizing and augmentation of tested and reference patches."""
 
 from __future__ import annotations
+
+import io
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -265,6 +268,50 @@ def apply_dihedral(patch: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     """Rotate by ``turns`` quarter turns, then flip left-right if ``flip``; (h, w) -> (h', w')."""
     out = np.rot90(patch, turns) if turns else patch
     return np.ascontiguousarray(out[:, ::-1] if flip else out)
+
+
+@dataclass(frozen=True)
+class Photometric:
+    """Ranges of :func:`random_photometric`: how far another scan of the same board may render it differently.
+
+    Attributes:
+        gain: contrast factor about mid-grey, drawn log-uniformly in ``[1 / gain, gain]``.
+        shift: grey-level offset in ``[-shift, shift]`` (of 255).
+        blur: chance of a Gaussian blur, and its sigma range in px.
+        jpeg: chance of a JPEG round trip, and its quality range.
+    """
+
+    gain: float = 1.25
+    shift: float = 20.0
+    blur: float = 0.5
+    sigma: tuple[float, float] = (0.3, 1.0)
+    jpeg: float = 0.5
+    quality: tuple[int, int] = (40, 95)
+
+
+def random_photometric(patch: np.ndarray, rng: np.random.Generator, ranges: Photometric = Photometric()) -> np.ndarray:
+    """The (h, w) uint8 ``patch`` rendered as another scan might: contrast and grey level, blur, JPEG quality.
+
+    Every draw is made whatever the outcome, so the number of draws from ``rng`` is fixed (a resumed run
+    sees the same augmentation). Geometry is unchanged: the pair stays registered.
+    """
+    from PIL import Image, ImageFilter  # Pillow: the dataset readers' decoder
+
+    gain = float(np.exp(rng.uniform(-np.log(ranges.gain), np.log(ranges.gain))))
+    shift = float(rng.uniform(-ranges.shift, ranges.shift))
+    blur, sigma = rng.random() < ranges.blur, float(rng.uniform(*ranges.sigma))
+    jpeg, quality = rng.random() < ranges.jpeg, int(rng.integers(ranges.quality[0], ranges.quality[1] + 1))
+    out = np.clip((patch.astype(np.float32) - 127.5) * gain + 127.5 + shift, 0, 255).astype(np.uint8)
+    if not (blur or jpeg):
+        return out
+    img = Image.fromarray(out)
+    if blur:
+        img = img.filter(ImageFilter.GaussianBlur(sigma))
+    if jpeg:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        img = Image.open(io.BytesIO(buf.getvalue()))
+    return np.asarray(img, dtype=np.uint8)
 
 
 #: The square's eight symmetries as (quarter turns, left-right flip), in the order test-time views take

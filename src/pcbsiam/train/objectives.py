@@ -67,7 +67,13 @@ class TripletObjective(Objective):
         t = cfg.train
         triplets = sample_triplets(data.train_index.labels, data.train_index.group_ids, t.triplets, t.seed)
         return TripletDataset(
-            data.train_store, data.train_index, triplets, PatchSpec.from_config(cfg), augment=t.augment, seed=t.seed
+            data.train_store,
+            data.train_index,
+            triplets,
+            PatchSpec.from_config(cfg),
+            augment=t.augment,
+            seed=t.seed,
+            photometric=t.photometric,
         )
 
     def loss(self, train: TrainConfig) -> nn.Module:
@@ -94,7 +100,14 @@ class PairObjective(Objective):
         items = sample_pairs(data.train_index.labels, t.pairs, t.seed)
         spec = PatchSpec.from_config(cfg)
         return PairTrainDataset(
-            data.train_store, data.train_index, items, spec, augment=t.augment, ref_shift=t.ref_shift, seed=t.seed
+            data.train_store,
+            data.train_index,
+            items,
+            spec,
+            augment=t.augment,
+            ref_shift=t.ref_shift,
+            seed=t.seed,
+            photometric=t.photometric,
         )
 
     def loss(self, train: TrainConfig) -> nn.Module:
