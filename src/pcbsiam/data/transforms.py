@@ -310,7 +310,8 @@ def random_photometric(patch: np.ndarray, rng: np.random.Generator, ranges: Phot
     if jpeg:
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=quality)
-        img = Image.open(io.BytesIO(buf.getvalue()))
+        buf.seek(0)
+        img = Image.open(buf)
     return np.asarray(img, dtype=np.uint8)
 
 
