@@ -146,6 +146,8 @@ def test_pairs_folder_skips_a_bad_pair_and_refuses_when_none_is_left(
         ("detect --tested {img} --out {tmp}/o", "give --tested IMG and --template IMG"),
         ("detect --tested {img} --template {img} --views 4 --out {tmp}/o", "the classical one takes none"),
         ("detect --tested {img} --template {img} --views 3 --out {tmp}/o", "invalid choice: 3"),
+        ("detect --tested {img} --template {img} --fine-band 1 --out {tmp}/o", "the classical detector takes none"),
+        ("detect --tested {img} --template {img} --fine-band 2 --out {tmp}/o", "--fine-band"),
         ("detect --batch --data {data} --subset test --out {tmp}/o", "invalid choice: 'test'"),
         ("detect --batch --data {data} --holdout-groups nope --out {tmp}/o", "unknown group(s) nope"),
         ("detect --batch --pairs {tmp} --subset val --out {tmp}/o", "a --pairs folder has no split"),
@@ -196,6 +198,9 @@ def test_learned_detect_averages_repeated_models(
     )
     assert code == 0 and (tmp_path / "ab" / "report.json").exists()
     assert len(make_detector("learned", [str(tmp_path / "a"), str(tmp_path / "b")]).nets) == 2
+    assert make_detector("learned", str(tmp_path / "a"), fine_band=1).proposer.fine_k == 1
+    code, _, _ = run_cli(capsys, *common, "--model", tmp_path / "a", "--fine-band", "1", "--out", tmp_path / "f")
+    assert code == 0 and (tmp_path / "f" / "report.json").exists()
     save_detector(
         tmp_path / "c" / "detector.pt",
         CandidateNet(VerifierConfig(input_size=32, hidden_dim=16)),

@@ -209,3 +209,18 @@ def test_real_deeppcb_boards_are_mostly_found(shared_deeppcb: Path) -> None:
         matched += int(np.count_nonzero(iou.max(axis=1, initial=0.0) > 0.33))
         total += len(pair.boxes)
     assert total > 0 and matched >= 0.8 * total, f"{matched} of {total} annotated defects found"
+
+
+def test_propose_marks_the_boxes_only_the_finer_band_found() -> None:
+    tested = with_defect(3)  # a bite the 2 px band sees, out of track B...
+    tested[87:90, 40:48] = BACKGROUND  # ...and a shallower one out of the pad, which only the 1 px band sees
+    fine = ClassicalDetector(copper="bright", min_pixels=4, open_size=2, fine_k=1)
+    found, from_fine = fine.propose(tested, template_board())
+    assert len(found) == 2 and from_fine.dtype == bool and from_fine.tolist().count(True) == 1
+    assert overlaps(found.boxes[from_fine][0], np.s_[87:90, 40:48])
+    assert overlaps(found.boxes[~from_fine][0], DEFECTS[3][0])
+    np.testing.assert_array_equal(fine.detect(tested, template_board()).boxes, found.boxes)  # same order
+    coarse, none = ClassicalDetector(copper="bright", min_pixels=4, open_size=2).propose(tested, template_board())
+    assert len(coarse) == 1 and not none.any()
+    empty, nothing = fine.propose(template_board(), template_board())
+    assert len(empty) == 0 and nothing.shape == (0,)

@@ -218,3 +218,36 @@ def test_an_ensemble_averages_its_verifiers_and_refuses_mismatched_ones(tmp_path
         load_detector([tmp_path / "a", tmp_path / "c"])
     with pytest.raises(ValueError, match="no detector file"):
         load_detector([])
+
+
+def _bitten_boards() -> tuple[np.ndarray, np.ndarray]:
+    """(96, 96) uint8 template (dark copper: a track and a pad) and a tested board with a bite out of the track
+    that the 2 px band sees and a shallower one out of the pad that only a 1 px band sees."""
+    template = np.full((96, 96), 255, np.uint8)
+    template[44:54, 6:90] = 0
+    template[66:90, 30:66] = 0
+    tested = template.copy()
+    tested[48:54, 30:36] = 255  # 6 px deep
+    tested[87:90, 40:48] = 255  # 3 px deep
+    return tested, template
+
+
+def test_the_finer_bands_candidates_must_reach_their_stricter_confidence() -> None:
+    tested, template = _bitten_boards()
+    net = _sure_net(3)
+    with torch.no_grad():
+        net.classify.bias[3] = float(np.log(24.0))  # every window a mousebite at 24 / (24 + 6) = 0.8
+    for fine_band, fine_min, boxes in ((0, 0.9, 1), (1, 0.9, 1), (1, 0.7, 2), (1, 0.4, 2)):
+        found = LearnedDetector(
+            net, BRIGHT, nms_iou=1.0, rule_families=(), fine_band=fine_band, fine_min_confidence=fine_min
+        ).detect(tested, template)
+        assert len(found) == boxes, (fine_band, fine_min)
+        np.testing.assert_allclose(found.scores, 0.8, atol=1e-4)
+        assert found.boxes[:, 1].min() < 54  # the deep bite, always (its cut stays min_confidence)
+    strict = LearnedDetector(net, BRIGHT, nms_iou=1.0, rule_families=(), fine_band=1, min_confidence=0.85)
+    assert len(strict.detect(tested, template)) == 0  # the finer band's cut is never below min_confidence
+    assert LearnedDetector(net, BRIGHT).proposer.fine_k == 0
+    with pytest.raises(ValueError, match="fine_k must be below"):
+        LearnedDetector(net, BRIGHT, fine_band=2)
+    with pytest.raises(ValueError, match="fine_min_confidence must lie"):
+        LearnedDetector(net, BRIGHT, fine_band=1, fine_min_confidence=1.5)

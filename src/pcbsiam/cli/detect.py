@@ -138,7 +138,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             raise ConfigError("give --tested IMG and --template IMG, or --batch with --data ROOT or --pairs DIR")
         if args.data or args.pairs:
             raise ConfigError("--data and --pairs are read with --batch only; add --batch")
-    detector = make_detector(args.method, args.model, args.device, args.views)
+    detector = make_detector(args.method, args.model, args.device, args.views, args.fine_band)
     return _detect_batch(args, detector) if args.batch else _detect_one(args, detector)
 
 
@@ -219,6 +219,7 @@ def _detect_batch(args: argparse.Namespace, detector: Detector) -> int:
         "boards_per_s": round(len(found) / seconds, 2) if seconds > 0 else None,
         "method": args.method,
         "views": args.views,
+        "fine_band": args.fine_band,
     }
     if annotated is None:
         print(
@@ -240,6 +241,7 @@ def _detect_batch(args: argparse.Namespace, detector: Detector) -> int:
     write_json(out / "detection.json", rep)
     held = f" (held-out groups {', '.join(rep['holdout_groups'])})" if "holdout_groups" in rep else ""
     seen = f", {args.views} test-time views" if args.views > 1 else ""
+    seen += f", {args.fine_band} px band's candidates too" if args.fine_band else ""
     title = f"# {args.method} detector{seen}: {subset!r} subset of {args.split}{held}, {len(found)} boards\n\n"
     write_text(out / "detection.md", title + render_report(report))
     print(
@@ -377,6 +379,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=VIEW_COUNTS,
         default=1,
         help="test-time flips and turns of each candidate the learned detector averages (costs as many passes)",
+    )
+    d.add_argument(
+        "--fine-band",
+        type=bounded(int, 0, 1),
+        default=0,
+        metavar="PX",
+        help="the learned detector also verifies the missing copper a PX-px band sees (bites shallower than the "
+        "2 px band), keeping a detection from those candidates only at confidence 0.9 or more; default 0: none",
     )
     d.add_argument("--out", required=True, type=out_folder, help="output folder")
     d.set_defaults(func=cmd_detect)

@@ -338,6 +338,19 @@ class ClassicalDetector:
             ValueError: the images are not two (H, W) uint8 arrays of one shape.
             RegistrationError: the pair cannot be registered and ``allow_unregistered`` is off.
         """
+        return self.propose(tested, template)[0]
+
+    def propose(self, tested: np.ndarray, template: np.ndarray) -> tuple[Detections, np.ndarray]:
+        """:meth:`detect`, and which of its boxes only the finer band (``fine_k``) found.
+
+        Returns:
+            The detections, highest score first, and an (N,) bool array along them: True for a box of the
+            ``fine_k`` band's missing copper (all False when ``fine_k`` is 0).
+
+        Raises:
+            ValueError: the images are not two (H, W) uint8 arrays of one shape.
+            RegistrationError: the pair cannot be registered and ``allow_unregistered`` is off.
+        """
         tested, template = _check_pair(tested, template)
         shift = self.register(tested, template)
         tested_cu = copper_mask(tested, self.copper)
@@ -379,15 +392,17 @@ class ClassicalDetector:
             gone = drop_specks(gone & ~dilate(missing_raw, self.k, "square"), 2)  # not seen above
             proposed = proposed | gone
             add_missing(gone)
+        coarse = len(rows)  # rows from here on come from the finer band
         if self.fine_k:  # bites shallower than the band: the finer band's missing copper the band did not see
             _, fine = defect_maps(tested_cu, template_cu, valid, self.fine_k, self.neighbourhood, 2)
             fine &= ~dilate(proposed, self.k, "square")
             add_missing(fine)
         if not rows:
-            return Detections.empty(shift)
+            return Detections.empty(shift), np.zeros(0, dtype=bool)
         arr = np.asarray(rows, dtype=np.float64)
-        arr = arr[np.argsort(-arr[:, 4], kind="stable")]
-        return Detections(arr[:, :4], arr[:, 4], arr[:, 5].astype(np.int64), shift)
+        order = np.argsort(-arr[:, 4], kind="stable")
+        arr = arr[order]
+        return Detections(arr[:, :4], arr[:, 4], arr[:, 5].astype(np.int64), shift), order >= coarse
 
     def _box(self, box: tuple[slice, slice], shape: tuple[int, int]) -> tuple[float, float, float, float]:
         """``x1 y1 x2 y2`` of a blob's bounding box, padded, widened to ``min_side`` and clipped to the image."""

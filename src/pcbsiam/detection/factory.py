@@ -28,15 +28,20 @@ class Detector(Protocol):
         ...
 
 
-def _classical(model: str | Sequence[str] | None, device: str, views: int) -> Detector:
+def _classical(model: str | Sequence[str] | None, device: str, views: int, fine_band: int) -> Detector:
     from pcbsiam.detection.classical import ClassicalDetector
 
     if views != 1:
         raise ConfigError("test-time views are a learned detector's setting; the classical one takes none")
+    if fine_band:
+        raise ConfigError(
+            "a finer band's candidates are a learned detector's setting (its verifier drops the edges' drift they "
+            "hold); the classical detector takes none"
+        )
     return ClassicalDetector()
 
 
-def _learned(model: str | Sequence[str] | None, device: str, views: int) -> Detector:
+def _learned(model: str | Sequence[str] | None, device: str, views: int, fine_band: int) -> Detector:
     if not model:
         raise ConfigError("the learned detector needs a trained model: give --model PATH (a detector checkpoint)")
     try:
@@ -48,12 +53,12 @@ def _learned(model: str | Sequence[str] | None, device: str, views: int) -> Dete
             "the learned detector is not part of this installation; use the classical method instead"
         ) from None
     try:
-        return load_detector(model, device, views=views)
+        return load_detector(model, device, views=views, fine_band=fine_band)
     except ValueError as exc:  # the detector's sentence about its settings
         raise ConfigError(str(exc)) from None
 
 
-_BUILDERS: dict[str, Callable[[str | Sequence[str] | None, str, int], Detector]] = {
+_BUILDERS: dict[str, Callable[[str | Sequence[str] | None, str, int, int], Detector]] = {
     "classical": _classical,
     "learned": _learned,
 }
@@ -63,7 +68,7 @@ DETECTORS: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def make_detector(
-    method: str, model: str | Sequence[str] | None = None, device: str = "cpu", views: int = 1
+    method: str, model: str | Sequence[str] | None = None, device: str = "cpu", views: int = 1, fine_band: int = 0
 ) -> Detector:
     """The detector of ``method``, ready to call ``detect(tested, template)``.
 
@@ -73,11 +78,14 @@ def make_detector(
             classical one).
         device: where a learned detector runs (``cpu``, ``cuda``, ...).
         views: test-time views a learned detector averages (1, 2, 4 or 8; the classical one takes 1).
+        fine_band: a learned detector also verifies the candidates of a band this many px wide, at its
+            stricter ``fine_min_confidence`` (0: none; the classical one takes 0).
 
     Raises:
-        ConfigError: an unknown method, a learned one without ``model``, or views the method cannot take.
+        ConfigError: an unknown method, a learned one without ``model``, or views or a finer band the method
+            cannot take.
     """
     builder = _BUILDERS.get(method)
     if builder is None:
         raise ConfigError(f"unknown detection method {method!r}; choose one of {', '.join(DETECTORS)}")
-    return builder(model, device, views)
+    return builder(model, device, views, fine_band)

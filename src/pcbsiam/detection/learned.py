@@ -12,7 +12,7 @@ Overlapping boxes of one defect are merged by non-maximum suppression (``torchvi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +135,16 @@ class LearnedDetector:
         rule_families: groups of types the classical rules tell apart better than the network: where the
             network's type and the rules' both lie in one, the rules' is taken (:func:`split_by_rules`). By
             default :data:`RULE_FAMILIES` (measured better on both held-out sets, docs/RESULTS.md); ``()``: none.
+        fine_band: also propose the missing copper a band this many px wide sees (the proposer's ``fine_k``:
+            bites shallower than the 2 px band); 0: the candidates the verifier was trained on, unchanged.
+        fine_min_confidence: what a detection from the finer band's candidates must reach (and at least
+            ``min_confidence``): a verifier trained without them rejects most of them, and the stricter cut
+            keeps the few it is sure of (docs/RESULTS.md).
 
     Raises:
-        ValueError: ``views`` is not 1, 2, 4 or 8, two ``rule_families`` share a type, no verifier is given, or
-            the verifiers differ in input size, types or whether they read the rules' type.
+        ValueError: ``views`` is not 1, 2, 4 or 8, two ``rule_families`` share a type, no verifier is given,
+            the verifiers differ in input size, types or whether they read the rules' type, ``fine_band`` is
+            not below the candidates' band, or a confidence is outside [0, 1].
     """
 
     def __init__(
@@ -151,6 +157,8 @@ class LearnedDetector:
         batch_size: int = 64,
         views: int = 1,
         rule_families: tuple[tuple[int, ...], ...] | None = None,
+        fine_band: int = 0,
+        fine_min_confidence: float = 0.9,
     ) -> None:
         if views not in VIEW_COUNTS:
             raise ValueError(f"views must be one of {', '.join(map(str, VIEW_COUNTS))}, not {views}")
@@ -165,9 +173,15 @@ class LearnedDetector:
             )
         self.device = torch.device(device)
         self.nets = tuple(n.to(self.device).eval() for n in nets)
+        for name, value in (("min_confidence", min_confidence), ("fine_min_confidence", fine_min_confidence)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
         self.spec = spec
         self.proposer = spec.proposer()
+        if fine_band:
+            self.proposer = replace(self.proposer, fine_k=fine_band)
         self.min_confidence = min_confidence
+        self.fine_min_confidence = fine_min_confidence
         self.nms_iou = nms_iou
         self.batch_size = batch_size
         self.views = views
@@ -220,7 +234,7 @@ class LearnedDetector:
         Raises:
             ValueError: the images are not two (H, W) uint8 arrays of one shape.
         """
-        proposals = self.proposer.detect(tested, template)
+        proposals, fine = self.proposer.propose(tested, template)
         if not len(proposals):
             return proposals
         windows = self.spec.windows(proposals.boxes)
@@ -237,7 +251,8 @@ class LearnedDetector:
         boxes = boxes_from_windows(unit, windows)
         height, width = tested.shape
         boxes = np.clip(boxes, 0, [width, height, width, height])
-        keep = (confidence >= self.min_confidence) & (boxes[:, 2] > boxes[:, 0] + 1) & (boxes[:, 3] > boxes[:, 1] + 1)
+        cut = np.where(fine, max(self.min_confidence, self.fine_min_confidence), self.min_confidence)
+        keep = (confidence >= cut) & (boxes[:, 2] > boxes[:, 0] + 1) & (boxes[:, 3] > boxes[:, 1] + 1)
         boxes, confidence, kinds = boxes[keep], confidence[keep], kinds[keep]
         if not len(boxes):
             return Detections.empty(proposals.shift)
@@ -297,7 +312,8 @@ def load_detector(
         path: the detector file (or a training folder holding ``detector.pt``), or several of them, trained
             on the same candidates (e.g. with different ``--seed``): their verifiers are averaged.
         device: where the network runs.
-        kwargs: :class:`LearnedDetector` settings (``min_confidence``, ``nms_iou``, ``batch_size``, ``views``).
+        kwargs: :class:`LearnedDetector` settings (``min_confidence``, ``nms_iou``, ``batch_size``, ``views``,
+            ``fine_band``, ``fine_min_confidence``).
 
     Raises:
         ValueError: no file, or several whose candidates or windows differ or whose verifiers cannot be averaged.
