@@ -251,3 +251,16 @@ def test_the_finer_bands_candidates_must_reach_their_stricter_confidence() -> No
         LearnedDetector(net, BRIGHT, fine_band=2)
     with pytest.raises(ValueError, match="fine_min_confidence must lie"):
         LearnedDetector(net, BRIGHT, fine_band=1, fine_min_confidence=1.5)
+
+
+def test_the_finer_bands_boxes_come_second_in_the_suppression() -> None:
+    detector = LearnedDetector(_sure_net(3), BRIGHT, fine_band=1)
+    boxes = np.array(
+        [[0, 0, 40, 40], [5, 5, 20, 20], [100, 100, 120, 120], [101, 101, 121, 121], [50, 50, 70, 70]], float
+    )
+    confidence = np.array([0.9, 0.99, 0.95, 0.92, 0.6])
+    fine = np.array([False, True, True, True, False])
+    # the piece inside a kept box is dropped without suppressing it; the finer band's others suppress one another
+    assert detector._suppress(boxes, confidence, fine).tolist() == [2, 0, 4]
+    assert detector._suppress(boxes, confidence, np.zeros(5, bool)).tolist() == [1, 2, 0, 4]  # plain NMS
+    assert detector._suppress(boxes[1:4], confidence[1:4], fine[1:4]).tolist() == [0, 1]  # no box of the band

@@ -386,7 +386,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         metavar="PX",
         help="the learned detector also verifies the missing copper a PX-px band sees (bites shallower than the "
-        "2 px band), keeping a detection from those candidates only at confidence 0.9 or more; default 0: none",
+        "2 px band), keeping a detection from those candidates only at confidence 0.9 or more and away from the "
+        "other detections; default 0: none",
     )
     d.add_argument("--out", required=True, type=out_folder, help="output folder")
     d.set_defaults(func=cmd_detect)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import nms
+from torchvision.ops import box_iou, nms
 
 from pcbsiam.checkpoint import load_tagged, save_tagged
 from pcbsiam.config import VIEW_COUNTS
@@ -139,7 +139,8 @@ class LearnedDetector:
             bites shallower than the 2 px band); 0: the candidates the verifier was trained on, unchanged.
         fine_min_confidence: what a detection from the finer band's candidates must reach (and at least
             ``min_confidence``): a verifier trained without them rejects most of them, and the stricter cut
-            keeps the few it is sure of (docs/RESULTS.md).
+            keeps the few it is sure of. Such a detection also comes second in the suppression: it is dropped
+            where it meets a detection from the band's own candidates (docs/RESULTS.md).
 
     Raises:
         ValueError: ``views`` is not 1, 2, 4 or 8, two ``rule_families`` share a type, no verifier is given,
@@ -253,11 +254,28 @@ class LearnedDetector:
         boxes = np.clip(boxes, 0, [width, height, width, height])
         cut = np.where(fine, max(self.min_confidence, self.fine_min_confidence), self.min_confidence)
         keep = (confidence >= cut) & (boxes[:, 2] > boxes[:, 0] + 1) & (boxes[:, 3] > boxes[:, 1] + 1)
-        boxes, confidence, kinds = boxes[keep], confidence[keep], kinds[keep]
+        boxes, confidence, kinds, fine = boxes[keep], confidence[keep], kinds[keep], fine[keep]
         if not len(boxes):
             return Detections.empty(proposals.shift)
-        order = nms(torch.from_numpy(boxes).float(), torch.from_numpy(confidence).float(), self.nms_iou).numpy()
+        order = self._suppress(boxes, confidence, fine)
         return Detections(boxes[order], confidence[order], kinds[order], proposals.shift)
+
+    def _suppress(self, boxes: np.ndarray, confidence: np.ndarray, fine: np.ndarray) -> np.ndarray:
+        """Indices of the (N, 4) boxes kept by non-maximum suppression, most confident first.
+
+        A box of the finer band's candidates (``fine``, (N,) bool) comes second: it is dropped where it meets any
+        kept box of the band's own candidates (there it is a piece of a defect already found, or a tighter copy
+        of its box) and never suppresses one; the finer band's remaining boxes suppress among themselves.
+        """
+        b, c = torch.from_numpy(boxes).float(), torch.from_numpy(confidence).float()
+        first = np.flatnonzero(~fine)[nms(b[~fine], c[~fine], self.nms_iou).numpy()]
+        rest = np.flatnonzero(fine)
+        if len(rest) and len(first):
+            rest = rest[(box_iou(b[rest], b[first]) <= 0).all(1).numpy()]
+        if len(rest):
+            rest = rest[nms(b[rest], c[rest], self.nms_iou).numpy()]
+        kept = np.concatenate([first, rest])
+        return kept[np.argsort(-confidence[kept], kind="stable")]
 
 
 #: Types the classical rules tell apart by topology: extra copper attached to one conductor (spur) or to none
