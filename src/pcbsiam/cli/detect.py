@@ -346,6 +346,13 @@ def _subset_options() -> argparse.ArgumentParser:
     return p
 
 
+def _fine_band_option(parser: argparse.ArgumentParser, says: str) -> None:
+    """``--fine-band PX`` (0 or 1, default 0: none) on a detection command; ``says`` what it does."""
+    parser.add_argument(
+        "--fine-band", type=bounded(int, 0, 1), default=0, metavar="PX", help=f"{says}; default 0: none"
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add detect, evaluate-detections and train-detector to the ``pcbsiam`` parser."""
     d = sub.add_parser(
@@ -380,14 +387,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="test-time flips and turns of each candidate the learned detector averages (costs as many passes)",
     )
-    d.add_argument(
-        "--fine-band",
-        type=bounded(int, 0, 1),
-        default=0,
-        metavar="PX",
-        help="the learned detector also verifies the missing copper a PX-px band sees (bites shallower than the "
-        "2 px band), keeping a detection from those candidates only at confidence 0.9 or more and away from the "
-        "other detections; default 0: none",
+    _fine_band_option(
+        d,
+        "the learned detector also verifies the missing copper a PX-px band sees (bites shallower than the 2 px "
+        "band), keeping a detection from those candidates only at confidence 0.9 or more and away from the other "
+        "detections",
     )
     d.add_argument("--out", required=True, type=out_folder, help="output folder")
     d.set_defaults(func=cmd_detect)
@@ -425,13 +429,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the verifier also reads the type the classical connectivity rules give each candidate (measured "
         "better on both held-out sets of docs/RESULTS.md)",
     )
-    t.add_argument(
-        "--fine-band",
-        type=bounded(int, 0, 1),
-        default=0,
-        metavar="PX",
-        help="also propose the missing copper a PX-px band sees (bites shallower than the 2 px band; about 2-4 "
-        "more candidates a board, which the verifier learns to drop); saved with the detector; default 0: none",
+    _fine_band_option(
+        t,
+        "also propose the missing copper a PX-px band sees (bites shallower than the 2 px band; about 2-4 more "
+        "candidates a board, which the verifier learns to drop); saved with the detector",
     )
     t.add_argument("--epochs", type=bounded(int, 1, 10**6), default=6, help="passes over the candidate windows")
     t.add_argument("--batch-size", type=bounded(int, 1, 10**6), default=64, help="windows per step")
