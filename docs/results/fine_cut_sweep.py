@@ -27,7 +27,7 @@ CUTS = (None, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 class _Fixed:
-    """A proposer that returns given candidates (the 1 px band's extra ones)."""
+    """A proposer that returns given candidates (one part of the 1 px band's proposer's)."""
 
     def __init__(self, found: Detections) -> None:
         self.found = found
@@ -42,23 +42,19 @@ def main(args: list[str]) -> None:
     views, models = int(args[0]), args[1:]
     pairs, _, _ = select_boards("../shared/datasets/DeepPCB", "trainval.txt", "val", hold)
     det = load_detector(models if len(models) > 1 else models[0], views=views)
-    coarse = det.proposer
-    fine = replace(coarse, fine_k=1)
+    fine = replace(det.proposer, fine_k=1)
     rows: dict[float | None, list] = {c: [] for c in CUTS}
     for p in pairs:
         tested, template = load_gray(p.tested), load_gray(p.template)
-        a, b = coarse.detect(tested, template), fine.detect(tested, template)
-        seen = {tuple(x) for x in a.boxes.round(1).tolist()}
-        new = np.array([tuple(x) not in seen for x in b.boxes.round(1).tolist()], bool)
-        det.proposer = coarse
-        base = det.detect(tested, template)
-        extra = None
-        if new.any():
-            det.proposer = _Fixed(Detections(b.boxes[new], b.scores[new], b.types[new], b.shift))
-            extra = det.detect(tested, template)
+        found, new = fine.propose(tested, template)  # the band's candidates, and the 1 px band's extra ones
+        verified = []
+        for part in (~new, new):
+            det.proposer = _Fixed(Detections(found.boxes[part], found.scores[part], found.types[part], found.shift))
+            verified.append(det.detect(tested, template))
+        base, extra = verified
         for c in CUTS:
             boxes, conf, kinds = base.boxes, base.scores, base.types
-            if c is not None and extra is not None and len(extra):
+            if c is not None and len(extra):
                 k = extra.scores >= c
                 boxes, conf = np.concatenate([boxes, extra.boxes[k]]), np.concatenate([conf, extra.scores[k]])
                 kinds = np.concatenate([kinds, extra.types[k]])
