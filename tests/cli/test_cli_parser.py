@@ -28,6 +28,7 @@ COMMANDS = [
     "detect",
     "evaluate-detections",
     "train-detector",
+    "export-detector",
     "experiment",
     "cv",
     "export",

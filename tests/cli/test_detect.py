@@ -244,3 +244,47 @@ def test_the_fine_band_adds_its_candidates_to_the_saved_window_spec(tmp_path: Pa
     spec = window_spec(1)
     assert spec.proposer().fine_k == 1 and spec.proposer().vanished_tracks  # the other candidates stay
     assert WindowSpec.from_dict(spec.to_dict()).proposer().fine_k == 1  # as saved with the weights
+
+
+def test_export_detector_writes_graphs_that_detect_runs(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from pcbsiam.detection.learned import save_detector
+    from pcbsiam.models.detector import CandidateNet, VerifierConfig
+
+    torch.manual_seed(0)
+    for name in ("a", "b"):
+        net = CandidateNet(VerifierConfig(input_size=32, hidden_dim=16, rule_types=True))
+        save_detector(tmp_path / name / "detector.pt", net, WindowSpec(), {})
+    code, out, _ = run_cli(
+        capsys, "export-detector", "--model", tmp_path / "a", "--onnx", tmp_path / "a.onnx", "--int8",
+        "--data", synth_root, "--calib-boards", "3",
+    )  # fmt: skip
+    report = json.loads(out)
+    assert code == 0 and Path(report["int8"]["onnx"]) == tmp_path / "a-int8.onnx"
+    assert report["int8"]["calibration_boards"] == 3 and report["int8"]["calibration_windows"] > 0
+    assert 0.0 <= report["int8"]["agreement"]["same_class"] <= 1.0
+    pair = read_boards(synth_root).pairs[0]
+    common = ["detect", "--method", "learned", "--tested", pair.tested, "--template", pair.template]
+    reports = {}
+    for engine in ("torch", tmp_path / "a.onnx", tmp_path / "a-int8.onnx"):
+        out_dir = tmp_path / f"out-{Path(engine).stem}"
+        code, _, _ = run_cli(capsys, *common, "--model", tmp_path / "a", "--engine", engine, "--out", out_dir)
+        reports[Path(engine).stem] = json.loads((out_dir / "report.json").read_text())
+        assert code == 0 and reports[Path(engine).stem]["engine"] == str(engine)
+    assert [d["type"] for d in reports["a"]["detections"]] == [d["type"] for d in reports["torch"]["detections"]]
+    code, _, err = run_cli(
+        capsys, *common, "--model", tmp_path / "b", "--engine", tmp_path / "a.onnx", "--out", tmp_path / "x"
+    )
+    assert code != 0 and "another verifier" in err
+    code, _, err = run_cli(
+        capsys, "detect", "--tested", pair.tested, "--template", pair.template, "--engine", tmp_path / "a.onnx",
+        "--out", tmp_path / "y",
+    )  # fmt: skip
+    assert code == 2 and "classical detector has none" in err
+    code, _, err = run_cli(
+        capsys, "export-detector", "--model", tmp_path / "a", "--onnx", tmp_path / "c.onnx", "--int8"
+    )
+    assert code == 2 and "--int8 needs --data" in err

@@ -61,3 +61,30 @@ def test_batch_writes_result_files_and_the_protocol_figures(
     assert figures["recall"] > 0.5 and 0 <= figures["precision"] <= 1 and "per_type" in figures
     assert json.loads(printed)["detection"]["recall"] == pytest.approx(figures["recall"], abs=1e-4)
     assert not (out / "overlay.png").exists()
+
+
+def test_the_learned_detectors_verifier_runs_from_its_onnx_graph(
+    tiny_bundle: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from pcbsiam.deploy.verifier import export_verifier
+    from pcbsiam.detection.learned import WindowSpec, save_detector
+    from pcbsiam.models.detector import CandidateNet, VerifierConfig
+
+    torch.manual_seed(0)
+    net = CandidateNet(VerifierConfig(input_size=32, hidden_dim=16, rule_types=True))
+    save_detector(tmp_path / "detector.pt", net, WindowSpec(), {})
+    graph = export_verifier(net, tmp_path / "verifier.onnx")
+    tested, template, _ = _pair(synth_root)
+    args = ("inspect", "--model", tiny_bundle, "--tested", tested, "--template", template)
+    args += ("--detector", tmp_path / "detector.pt")
+    reports = []
+    for engine in ("torch", graph):
+        code, _, err = run_cli(capsys, *args, "--detector-engine", engine, "--out", tmp_path / Path(engine).stem)
+        assert code == 0, err
+        reports.append(json.loads((tmp_path / Path(engine).stem / "report.json").read_text())["detections"])
+    assert [d["type"] for d in reports[1]] == [d["type"] for d in reports[0]]
+    assert [d["confidence"] for d in reports[1]] == pytest.approx([d["confidence"] for d in reports[0]], abs=1e-3)
+    code, _, err = run_cli(capsys, *args[:7], "--detector-engine", graph, "--out", tmp_path / "none")
+    assert code == 2 and "give --detector PATH" in err

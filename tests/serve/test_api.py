@@ -470,6 +470,8 @@ def test_an_unknown_detector_is_refused_before_serving(serve_bundle: Path, tmp_p
 
     with pytest.raises(PcbsiamError, match="neither 'classical' nor an existing file"):
         create_app(serve_bundle, f"sqlite:///{tmp_path / 'x.db'}", detector="nosuchfile")
+    with pytest.raises(PcbsiamError, match="give --detector PATH"):  # the verifier's graph needs a learned detector
+        create_app(serve_bundle, f"sqlite:///{tmp_path / 'y.db'}", detector="classical", detector_engine="v.onnx")
 
 
 def test_an_onnx_engine_serves_the_same_tiles_and_a_foreign_graph_is_refused(

@@ -13,6 +13,7 @@ from pcbsiam.cli.common import (
     PIPELINE_HELP,
     StoreNamed,
     data_options,
+    detector_engine_option,
     inference_of,
     inference_options,
     json_option,
@@ -116,7 +117,7 @@ def cmd_bench_inspect(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.model, inference=inference_of(args))
     from pcbsiam.deploy.inspector import make_inspection_detector
 
-    detector = make_inspection_detector(args.detector)
+    detector = make_inspection_detector(args.detector, engine=args.detector_engine)
     rows = []
     for name in engines:
         with progress_bar(args.boards, name) as bar:
@@ -202,6 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="{classical,PATH}",
         help="also find typed defect boxes on every board, as `inspect --detector` does (a 'detect' stage)",
     )
+    detector_engine_option(e)
     e.set_defaults(func=cmd_bench_inspect)
 
     t = bsub.add_parser(

@@ -153,6 +153,22 @@ def out_folder(text: str) -> str:
     return _output(text, folder=True)
 
 
+def detector_engine_option(parser: argparse.ArgumentParser) -> None:
+    """``--detector-engine FILE``: what runs the verifier of ``--detector PATH`` (torch, or its ONNX graph)."""
+    parser.add_argument(
+        "--detector-engine",
+        default="torch",
+        metavar="{torch,FILE.onnx}",
+        help="run the learned detector's verifier with PyTorch, or with ONNX Runtime on a graph exported from it "
+        "by `pcbsiam export-detector` (fp32 or int8; about 2x faster with int8)",
+    )
+
+
+def file_mb(path: str | Path) -> float:
+    """A file's size in MiB, to a tenth."""
+    return round(Path(path).stat().st_size / 2**20, 1)
+
+
 def out_file(text: str) -> str:
     """argparse type of an output file: absent or a file, never a folder (or inside a file)."""
     return _output(text, folder=False)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pcbsiam.cli.common import data_options, model_option, out_file
+from pcbsiam.cli.common import data_options, file_mb, model_option, out_file
 from pcbsiam.errors import ConfigError
 
 #: ONNX graphs of :func:`pcbsiam.deploy.export.export_onnx` (repeated here: that module imports torch).
@@ -29,7 +29,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "graph": args.graph,
         "model_mode": bundle.cfg.model.mode,
         "threshold": bundle.threshold,
-        "mb": _mb(out),
+        "mb": file_mb(out),
     }
     if args.int8:
         tested, reference = data_patches(bundle, args.data, args.split, n=2 * args.calib_patches, seed=0)
@@ -38,7 +38,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         quantize_int8(out, int8_path, tested[:n], reference[:n])
         held = slice(n, None) if len(tested) > n else slice(None)  # patches not used for calibration, if any
         check = compare_with_torch(bundle, int8_path, tested[held], reference[held])
-        report["int8"] = {"onnx": str(int8_path), "mb": _mb(int8_path), "calibration_patches": n, "check": check}
+        report["int8"] = {"onnx": str(int8_path), "mb": file_mb(int8_path), "calibration_patches": n, "check": check}
     print(json.dumps(report, indent=2))
     return 0
 
@@ -59,7 +59,7 @@ def bundle_card(path: str | Path) -> dict:
         "ready_model": {"name": ready, "card": str(card_path(ready)), "examples": str(examples_root())}
         if ready
         else None,
-        "mb": _mb(Path(path)) if Path(path).is_file() else None,
+        "mb": file_mb(Path(path)) if Path(path).is_file() else None,
         "network": {
             "mode": m.mode,
             "backbone": m.backbone,
@@ -105,10 +105,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     if card["ready_model"]:  # a shipped model: its card follows, as written
         print("\n" + Path(card["ready_model"]["card"]).read_text().rstrip())
     return 0
-
-
-def _mb(path: Path) -> float:
-    return round(path.stat().st_size / 2**20, 1)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,5 +1,6 @@
-"""Sub-commands detect, evaluate-detections and train-detector: typed defect boxes in the DeepPCB
-benchmark's format, their score against the annotations, and the learned detector's training."""
+"""Sub-commands detect, evaluate-detections, train-detector and export-detector: typed defect boxes in the
+DeepPCB benchmark's format, their score against the annotations, the learned detector's training and its
+verifier's ONNX graphs."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from pcbsiam.cli.common import (
     bounded,
     data_options,
     device_option,
+    file_mb,
     json_option,
     model_option,
+    out_file,
     out_folder,
     parse_csv,
     progress,
@@ -139,6 +142,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
         if args.data or args.pairs:
             raise ConfigError("--data and --pairs are read with --batch only; add --batch")
     detector = make_detector(args.method, args.model, args.device, args.views, args.fine_band)
+    if args.engine != "torch":
+        if args.method != "learned":
+            raise ConfigError("--engine runs a learned detector's verifier; the classical detector has none")
+        from pcbsiam.deploy.verifier import onnx_detector
+
+        detector = onnx_detector(detector, args.engine)
     return _detect_batch(args, detector) if args.batch else _detect_one(args, detector)
 
 
@@ -155,6 +164,7 @@ def _detect_one(args: argparse.Namespace, detector: Detector) -> int:
         "template": str(args.template),
         "method": args.method,
         "views": args.views,
+        "engine": args.engine,
         "shift": _shift(found),
         "seconds": round(seconds, 4),
         "detections": found.records(),
@@ -220,6 +230,7 @@ def _detect_batch(args: argparse.Namespace, detector: Detector) -> int:
         "method": args.method,
         "views": args.views,
         "fine_band": args.fine_band,
+        "engine": args.engine,
     }
     if annotated is None:
         print(
@@ -327,6 +338,60 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_detector(args: argparse.Namespace) -> int:
+    """Write the verifier's ONNX graph (and with ``--int8`` its quantised copy); print what was written as JSON."""
+    import numpy as np
+
+    from pcbsiam.data.images import load_gray
+    from pcbsiam.deploy.verifier import calibration_windows, export_verifier, onnx_detector, quantize_verifier
+    from pcbsiam.detection.learned import detector_record, load_detector
+
+    if args.int8 and not args.data:
+        raise ConfigError("--int8 needs --data (and --split): the detector's training boards calibrate it")
+    detector = load_detector(args.model)
+    out = export_verifier(detector.net, args.onnx, opset=args.opset)
+    report: dict[str, Any] = {"onnx": str(out), "mb": file_mb(out)}
+    if args.int8:
+        pairs, skipped, _ = select_boards(args.data, args.split, "all", None)
+        report_skipped(skipped)
+        trained = set(detector_record(args.model).get("items", ()))
+        if trained:
+            pairs = [p for p in pairs if p.name in trained]
+            if not pairs:
+                raise ConfigError(f"none of the detector's training boards is in {args.data} ({args.split})")
+        chosen = [pairs[i] for i in sorted({int(i) for i in np.linspace(0, len(pairs) - 1, args.calib_boards)})]
+        feeds = calibration_windows(detector, ((load_gray(p.tested), load_gray(p.template)) for p in chosen))
+        int8_path = Path(args.int8_out) if args.int8_out else out.with_name(f"{out.stem}-int8{out.suffix}")
+        quantize_verifier(out, int8_path, feeds)
+        report["int8"] = {
+            "onnx": str(int8_path),
+            "mb": file_mb(int8_path),
+            "calibration_boards": len(chosen),
+            "calibration_windows": sum(len(f["tested"]) for f in feeds),
+            "agreement": _agreement(detector, onnx_detector(detector, int8_path), feeds),
+        }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _agreement(torch_detector: Any, int8_detector: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """How far the int8 verifier's class probabilities lie from PyTorch's on the calibration windows."""
+    import numpy as np
+    import torch
+
+    same, worst, n = 0, 0.0, 0
+    with torch.inference_mode():
+        for f in feeds:
+            args = [torch.from_numpy(f["tested"]), torch.from_numpy(f["reference"])]
+            args.append(torch.from_numpy(f["rule_types"]) if "rule_types" in f else None)
+            want = torch_detector.net(*args).logits.softmax(1).numpy()
+            got = int8_detector.net(*args).logits.softmax(1).numpy()
+            same += int((want.argmax(1) == got.argmax(1)).sum())
+            worst = max(worst, float(np.abs(want - got).max()))
+            n += len(want)
+    return {"same_class": round(same / max(n, 1), 4), "max_probability_difference": round(worst, 4)}
+
+
 def _subset_options() -> argparse.ArgumentParser:
     """``--subset`` and ``--holdout-groups``: which items of ``--data`` a command uses."""
     p = argparse.ArgumentParser(add_help=False)
@@ -354,7 +419,7 @@ def _fine_band_option(parser: argparse.ArgumentParser, says: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add detect, evaluate-detections and train-detector to the ``pcbsiam`` parser."""
+    """Add detect, evaluate-detections, train-detector and export-detector to the ``pcbsiam`` parser."""
     d = sub.add_parser(
         "detect",
         help="typed defect boxes of a pair (or a batch) in the DeepPCB benchmark's format, scored when annotated",
@@ -392,6 +457,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the learned detector also verifies the missing copper a PX-px band sees (bites shallower than the 2 px "
         "band), keeping a detection from those candidates only at confidence 0.9 or more and away from the other "
         "detections",
+    )
+    d.add_argument(
+        "--engine",
+        default="torch",
+        metavar="ENGINE",
+        help="what runs the learned detector's verifier: torch (default), or an ONNX graph of it written by "
+        "`pcbsiam export-detector` (fp32 or int8; ONNX Runtime on the CPU)",
     )
     d.add_argument("--out", required=True, type=out_folder, help="output folder")
     d.set_defaults(func=cmd_detect)
@@ -440,3 +512,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--out", required=True, type=out_folder, help="folder for detector.pt and metrics.jsonl")
     t.set_defaults(func=cmd_train_detector)
+
+    x = sub.add_parser(
+        "export-detector",
+        help="write a learned detector's verifier as a checked ONNX graph (optionally int8 too) for detect --engine",
+        parents=[
+            model_option("detector checkpoint (or its training folder)", ready=False),
+            data_options(
+                required=False,
+                data_help="DeepPCB root whose training boards calibrate the int8 graph",
+                split_help="split file of --data",
+                cache_dir=False,
+            ),
+        ],
+    )
+    x.add_argument("--onnx", required=True, type=out_file, help="ONNX file to write")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    x.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ, per-channel) graph")
+    x.add_argument("--int8-out", default=None, type=out_file, help="int8 file (default: ONNX name with -int8)")
+    x.add_argument(
+        "--calib-boards",
+        type=bounded(int, 1, 10**6),
+        default=40,
+        help="boards whose candidate windows calibrate the int8 graph, spread over the detector's training items",
+    )
+    x.set_defaults(func=cmd_export_detector)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pcbsiam.cli.common import (
     data_options,
+    detector_engine_option,
     device_option,
     engine_options,
     inference_of,
@@ -212,7 +213,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pcbsiam.io import write_json
     from pcbsiam.viz.overlay import render_overlay
 
-    detector = make_inspection_detector(args.detector, args.device)  # a sentence before the bundle loads
+    # a sentence before the bundle loads
+    detector = make_inspection_detector(args.detector, args.device, args.detector_engine)
     kind = engine_kind(args.engine)
     pipelined, threads = pipeline_plan(
         args.pipeline if args.batch else "off", kind, args.threads or torch.get_num_threads()
@@ -478,5 +480,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also find typed defect boxes: 'classical', or a detector file of `pcbsiam train-detector` "
         "(default: none); the tile verdicts do not change",
     )
+    detector_engine_option(i)
     i.add_argument("--out", required=True, type=out_folder, help="output folder")
     i.set_defaults(func=cmd_inspect)

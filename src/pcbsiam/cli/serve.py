@@ -12,7 +12,15 @@ import logging
 import os
 import sys
 
-from pcbsiam.cli.common import Parser, bounded, device_option, model_option, quiet, tiling_options
+from pcbsiam.cli.common import (
+    Parser,
+    bounded,
+    detector_engine_option,
+    device_option,
+    model_option,
+    quiet,
+    tiling_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         store_images=not args.no_store_images,
         detector=args.detector,
+        detector_engine=args.detector_engine,
         engine=args.engine,
     )
     app = create_app(args.model, db_url=args.db, token=args.token or None, settings=settings)
@@ -133,6 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also find typed defect boxes in each inspection: 'classical', or a detector file of "
         "`pcbsiam train-detector` (default: none); recorded and drawn, the verdict stays the tiles'",
     )
+    detector_engine_option(s)
     s.add_argument(
         "--engine",
         default="torch",

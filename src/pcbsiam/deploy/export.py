@@ -343,9 +343,6 @@ def quantize_int8(
     Raises:
         PcbsiamError: no or badly shaped calibration patches.
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
-
     onnx_path = Path(onnx_path)
     meta = read_metadata(onnx_path)
     size = int(meta.get("input_size", 0))
@@ -358,6 +355,41 @@ def quantize_int8(
     if refs.shape != patches.shape:
         raise PcbsiamError(f"reference patches have shape {refs.shape}, the calibration patches {patches.shape}")
     feeds = _calibration_feeds(onnx_path, patches, refs, batch_size)
+    return quantize_feeds(onnx_path, out_path, feeds, per_channel, op_types, unsigned_activations, reduce_range)
+
+
+def quantize_feeds(
+    onnx_path: str | Path,
+    out_path: str | Path,
+    feeds: list[dict[str, np.ndarray]],
+    per_channel: bool = True,
+    op_types: Sequence[str] = INT8_OPS,
+    unsigned_activations: bool = True,
+    reduce_range: bool = True,
+) -> Path:
+    """Static int8 quantisation (QDQ, MinMax calibration) of any pcbsiam graph from its calibration batches.
+
+    The settings are :func:`quantize_int8`'s; the graph's ``pcbsiam.*`` metadata is kept and the
+    quantisation is added to it.
+
+    Args:
+        onnx_path: an fp32 graph.
+        out_path: the int8 ``.onnx`` file to write (atomically).
+        feeds: calibration batches, each a dict from the graph's input names to arrays.
+        per_channel, op_types, unsigned_activations, reduce_range: as :func:`quantize_int8`.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        PcbsiamError: no calibration batch.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    if not feeds:
+        raise PcbsiamError("int8 quantisation needs at least one calibration batch")
+    meta = read_metadata(onnx_path)
     with (
         tempfile.TemporaryDirectory(prefix="pcbsiam-quant-") as tmpdir,
         atomic_path(out_path) as tmp,

@@ -138,17 +138,28 @@ class Prepared:
     keep: np.ndarray | None = None
 
 
-def make_inspection_detector(spec: str | Path | None, device: str = "cpu") -> Detector | None:
+def make_inspection_detector(
+    spec: str | Path | None, device: str = "cpu", engine: str | Path | None = None
+) -> Detector | None:
     """The detector an inspection runs besides its tiles, by the ``--detector`` value of the commands.
 
     Args:
         spec: ``classical``, the path of a learned detector file (or its training folder), or ``None``
             for none.
         device: where a learned detector runs.
+        engine: ``torch`` (or None), or an ONNX graph of the learned detector's verifier (``pcbsiam
+            export-detector``, fp32 or int8) that ONNX Runtime runs in its place.
 
     Raises:
-        ConfigError: ``spec`` is neither ``classical`` nor an existing path.
+        ConfigError: ``spec`` is neither ``classical`` nor an existing path, or an engine without a learned
+            detector.
+        PcbsiamError: the graph was not exported from this detector's verifier.
     """
+    onnx = engine is not None and str(engine) != "torch"
+    if onnx and (spec is None or str(spec) == "classical"):
+        raise ConfigError(
+            "--detector-engine runs a learned detector's verifier: give --detector PATH (a detector file)"
+        )
     if spec is None:
         return None
     from pcbsiam.detection.factory import make_detector  # loads scipy, or the learned detector's torch parts
@@ -160,7 +171,12 @@ def make_inspection_detector(spec: str | Path | None, device: str = "cpu") -> De
             f"detector {str(spec)!r} is neither 'classical' nor an existing file; give --detector classical or "
             "the path of a detector file written by `pcbsiam train-detector`"
         )
-    return make_detector("learned", str(spec), str(device))
+    detector = make_detector("learned", str(spec), str(device))
+    if onnx:
+        from pcbsiam.deploy.verifier import onnx_detector
+
+        detector = onnx_detector(detector, engine)
+    return detector
 
 
 def overlap_stride(tile: int, overlap: float) -> int:

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 from torchvision.ops import box_iou, nms
 
 from pcbsiam.checkpoint import load_tagged, save_tagged
@@ -27,14 +28,16 @@ from pcbsiam.data.registration import Shift, overlap_mask, shift_image
 from pcbsiam.data.transforms import DIHEDRAL_VIEWS, crop, dihedral_tensor, to_tensor, undo_dihedral_moves
 from pcbsiam.detection.classical import ClassicalDetector
 from pcbsiam.detection.records import Detections
-from pcbsiam.models.detector import CandidateNet, VerifierConfig
+from pcbsiam.models.detector import CandidateNet, Verdicts, VerifierConfig
 
 __all__ = [
     "DETECTOR_FORMAT",
     "RULE_FAMILIES",
     "LearnedDetector",
+    "Verifier",
     "WindowSpec",
     "cut_windows",
+    "detector_record",
     "split_by_rules",
     "load_detector",
     "save_detector",
@@ -118,12 +121,30 @@ def boxes_from_windows(unit: np.ndarray, windows: np.ndarray) -> np.ndarray:
     return np.asarray(unit, dtype=np.float64) * w[:, 2:3] + origin
 
 
+class Verifier(Protocol):
+    """What verifies candidate windows: a :class:`CandidateNet`, or the same network run by another engine
+    (``pcbsiam.deploy.verifier.OrtVerifier``).
+
+    Attributes:
+        cfg: the network's settings (input size, types, whether it reads the rules' type).
+    """
+
+    cfg: VerifierConfig
+
+    def __call__(
+        self, tested: torch.Tensor, reference: torch.Tensor, rule_types: torch.Tensor | None = None
+    ) -> Verdicts:
+        """Verdicts of (B, 1, S, S) normalised tested windows against their (B, 1, S, S) reference windows."""
+        ...
+
+
 class LearnedDetector:
     """Typed defect boxes of a board pair: classical candidates verified, typed and boxed by a network.
 
     Args:
         net: the trained verifier, or several trained on the same candidates (an ensemble: their class
-            probabilities and box moves are averaged, as the views' are; each costs a forward pass).
+            probabilities and box moves are averaged, as the views' are; each costs a forward pass); a
+            :class:`CandidateNet` or another engine running one (:class:`Verifier`).
         spec: how candidates become windows.
         device: where the network runs.
         min_confidence: detections below this confidence are dropped (0.5: a candidate is reported when
@@ -150,7 +171,7 @@ class LearnedDetector:
 
     def __init__(
         self,
-        net: CandidateNet | Sequence[CandidateNet],
+        net: Verifier | Sequence[Verifier],
         spec: WindowSpec,
         device: str | torch.device = "cpu",
         min_confidence: float = 0.5,
@@ -163,7 +184,7 @@ class LearnedDetector:
     ) -> None:
         if views not in VIEW_COUNTS:
             raise ValueError(f"views must be one of {', '.join(map(str, VIEW_COUNTS))}, not {views}")
-        nets = (net,) if isinstance(net, CandidateNet) else tuple(net)
+        nets = tuple(net) if isinstance(net, (list, tuple)) else (net,)
         if not nets:
             raise ValueError("a learned detector needs at least one verifier")
         shapes = {(n.cfg.input_size, n.cfg.num_types, n.cfg.rule_types) for n in nets}
@@ -173,7 +194,7 @@ class LearnedDetector:
                 f"the rules' type; got (input_size, num_types, rule_types) = {sorted(shapes)}"
             )
         self.device = torch.device(device)
-        self.nets = tuple(n.to(self.device).eval() for n in nets)
+        self.nets = tuple(n.to(self.device).eval() if isinstance(n, nn.Module) else n for n in nets)
         for name, value in (("min_confidence", min_confidence), ("fine_min_confidence", fine_min_confidence)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -192,7 +213,7 @@ class LearnedDetector:
             raise ValueError(f"rule_families must not share a type (they apply one after another): {rule_families}")
 
     @property
-    def net(self) -> CandidateNet:
+    def net(self) -> Verifier:
         """The first verifier (the only one unless this is an ensemble)."""
         return self.nets[0]
 
@@ -208,26 +229,34 @@ class LearnedDetector:
         the views and the verifiers."""
         size = self.net.cfg.input_size
         hints = None if rule_types is None else torch.as_tensor(np.asarray(rule_types, dtype=np.int64))
-        views = DIHEDRAL_VIEWS[: self.views]  # all views of a batch go through in one forward pass
+        views = DIHEDRAL_VIEWS[: self.views]
         probs, deltas = [], []
         for s in range(0, len(tested_windows), self.batch_size):
             t = to_tensor(tested_windows[s : s + self.batch_size], size).to(self.device)
             r = to_tensor(reference_windows[s : s + self.batch_size], size).to(self.device)
             h = None if hints is None else hints[s : s + self.batch_size].to(self.device)
-            tv = torch.cat([dihedral_tensor(t, *v) for v in views])
-            rv = torch.cat([dihedral_tensor(r, *v) for v in views])
-            hv = None if h is None else h.repeat(len(views))
-            p, d = 0.0, 0.0
-            for net in self.nets:
-                out = net(tv, rv, hv)
-                p = p + out.logits.softmax(1).view(len(views), len(t), -1).mean(0)
-                moves = out.deltas.view(len(views), len(t), 4)
-                d = d + torch.stack([undo_dihedral_moves(m, *v) for m, v in zip(moves, views, strict=True)]).mean(0)
-            probs.append((p / len(self.nets)).cpu().numpy())
-            deltas.append((d / len(self.nets)).cpu().numpy())
+            p, d = self._views(t, r, h, views)
+            probs.append(p.cpu().numpy())
+            deltas.append(d.cpu().numpy())
         if not probs:
             return np.zeros((0, 1 + self.net.cfg.num_types)), np.zeros((0, 4))
         return np.concatenate(probs), np.concatenate(deltas)
+
+    def _views(
+        self, t: torch.Tensor, r: torch.Tensor, h: torch.Tensor | None, views: Sequence[tuple[int, bool]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1 + types) class probabilities and (B, 4) corner moves of (B, 1, S, S) windows, averaged over
+        ``views`` (all of them in one forward pass) and over the verifiers."""
+        tv = torch.cat([dihedral_tensor(t, *v) for v in views])
+        rv = torch.cat([dihedral_tensor(r, *v) for v in views])
+        hv = None if h is None else h.repeat(len(views))
+        p, d = 0.0, 0.0
+        for net in self.nets:
+            out = net(tv, rv, hv)
+            p = p + out.logits.softmax(1).view(len(views), len(t), -1).mean(0)
+            moves = out.deltas.view(len(views), len(t), 4)
+            d = d + torch.stack([undo_dihedral_moves(m, *v) for m, v in zip(moves, views, strict=True)]).mean(0)
+        return p / len(self.nets), d / len(self.nets)
 
     def detect(self, tested: np.ndarray, template: np.ndarray) -> Detections:
         """Find, type and box the defects of a (H, W) uint8 tested board against its template.
@@ -321,6 +350,21 @@ def save_detector(path: str | Path, net: CandidateNet, spec: WindowSpec, record:
     return save_tagged(path, DETECTOR_FORMAT, DETECTOR_VERSION, payload)
 
 
+def _detector_file(path: str | Path) -> Path:
+    path = Path(path)
+    return path / "detector.pt" if path.is_dir() else path
+
+
+def _read_detector(path: str | Path) -> dict[str, Any]:
+    remedy = "train it with pcbsiam train-detector"
+    return load_tagged(_detector_file(path), DETECTOR_FORMAT, DETECTOR_VERSION, "detector", remedy=remedy)
+
+
+def detector_record(path: str | Path) -> dict[str, Any]:
+    """The plain record a detector file keeps of its training (data, split, items, settings, seconds)."""
+    return dict(_read_detector(path).get("record", {}))
+
+
 def load_detector(
     path: str | Path | Sequence[str | Path], device: str | torch.device = "cpu", **kwargs: Any
 ) -> LearnedDetector:
@@ -340,12 +384,8 @@ def load_detector(
     if not paths:
         raise ValueError("no detector file given")
     nets, specs = [], []
-    for p in map(Path, paths):
-        if p.is_dir():
-            p = p / "detector.pt"
-        data = load_tagged(
-            p, DETECTOR_FORMAT, DETECTOR_VERSION, "detector", remedy="train it with pcbsiam train-detector"
-        )
+    for p in paths:
+        data = _read_detector(p)
         net = CandidateNet(VerifierConfig(**data["net"]))
         net.load_state_dict(data["state_dict"])
         nets.append(net)

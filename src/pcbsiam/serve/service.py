@@ -191,6 +191,8 @@ class ServiceSettings:
             detector file (``pcbsiam train-detector``); ``None``: tile verdicts only. Each box is recorded in
             the ``detections`` table and drawn on the overlay; the verdict stays the tiles'. The classical
             detector takes copper to be dark, as in DeepPCB's images, and adds its time to each inspection's.
+        detector_engine: ``torch``, or an ONNX graph of the learned detector's verifier (``pcbsiam
+            export-detector``, fp32 or int8) that ONNX Runtime runs in its place.
         engine: ``torch`` (the bundle's network), or an ONNX graph exported from the bundle (``pcbsiam
             export``, fp32 or int8) that every worker thread runs with ONNX Runtime.
     """
@@ -207,6 +209,7 @@ class ServiceSettings:
     device: str = "cpu"
     store_images: bool = True
     detector: str | None = None
+    detector_engine: str = "torch"
     engine: str = "torch"
 
     def __post_init__(self) -> None:
@@ -245,7 +248,7 @@ class InspectionService:
         self.bundle = load_bundle(bundle_path, s.device)
         self.model_id = file_sha256(bundle_path)
         # one detector for every worker thread, like the network: detectors keep no state between pairs
-        self.detector = make_inspection_detector(s.detector, s.device)
+        self.detector = make_inspection_detector(s.detector, s.device, s.detector_engine)
         # one ONNX Runtime session for every worker thread (its run() may be called from several threads)
         self.engine = engine_for(s.engine, self.bundle, torch.get_num_threads())
         Inspector(self.bundle, **s.inspector_args)  # fails now, with a sentence, on an uncalibrated model
