@@ -288,3 +288,27 @@ def test_export_detector_writes_graphs_that_detect_runs(
         capsys, "export-detector", "--model", tmp_path / "a", "--onnx", tmp_path / "c.onnx", "--int8"
     )
     assert code == 2 and "--int8 needs --data" in err
+
+
+def test_views_below_needs_views_and_a_learned_detector(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from pcbsiam.detection.learned import save_detector
+    from pcbsiam.models.detector import CandidateNet, VerifierConfig
+
+    torch.manual_seed(0)
+    save_detector(tmp_path / "d.pt", CandidateNet(VerifierConfig(input_size=32, hidden_dim=16)), WindowSpec(), {})
+    pair = read_boards(synth_root).pairs[0]
+    common = ["detect", "--tested", pair.tested, "--template", pair.template, "--views-below", "0.9"]
+    learned = [*common, "--method", "learned", "--model", tmp_path / "d.pt"]
+    code, _, err = run_cli(capsys, *learned, "--out", tmp_path / "a")
+    assert code == 2 and "give --views 2, 4 or 8" in err
+    code, _, err = run_cli(capsys, *common, "--views", "4", "--out", tmp_path / "b")
+    assert code == 2 and "classical one takes none" in err
+    code, _, err = run_cli(capsys, *learned, "--views", "4", "--views-below", "0", "--out", tmp_path / "c")
+    assert code == 2 and "(0.0, 1.0]" in err
+    code, _, err = run_cli(capsys, *learned, "--views", "4", "--out", tmp_path / "d")
+    assert code == 0, err
+    assert make_detector("learned", str(tmp_path / "d.pt"), views=4, views_below=0.9).views_below == 0.9

@@ -175,6 +175,28 @@ def test_eight_views_are_blind_to_a_turn_of_the_window() -> None:
         LearnedDetector(det.net, BRIGHT, views=3)
 
 
+def test_the_other_views_go_only_to_the_windows_the_first_leaves_unsure() -> None:
+    rng = np.random.default_rng(1)
+    tested = [rng.integers(0, 256, (40, 40), dtype=np.uint8) for _ in range(8)]
+    reference = [rng.integers(0, 256, (40, 40), dtype=np.uint8) for _ in range(8)]
+    torch.manual_seed(3)
+    net = CandidateNet(TINY)
+    every, every_moves = LearnedDetector(net, BRIGHT, views=4).verify(tested, reference)
+    first, first_moves = LearnedDetector(net, BRIGHT, views=1).verify(tested, reference)
+    cut = float(np.median(first.max(1)))
+    unsure = first.max(1) < cut
+    assert 0 < unsure.sum() < len(unsure)
+    probs, moves = LearnedDetector(net, BRIGHT, views=4, views_below=cut, batch_size=3).verify(tested, reference)
+    np.testing.assert_allclose(probs[unsure], every[unsure], atol=1e-6)
+    np.testing.assert_allclose(moves[unsure], every_moves[unsure], atol=1e-6)
+    np.testing.assert_allclose(probs[~unsure], first[~unsure], atol=1e-6)
+    np.testing.assert_allclose(moves[~unsure], first_moves[~unsure], atol=1e-6)
+    assert not np.allclose(every, first, atol=1e-4)  # the views differ, so the test can fail
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="views_below must lie"):
+            LearnedDetector(net, BRIGHT, views=4, views_below=bad)
+
+
 def test_save_load_round_trip_and_bad_files(tmp_path: Path, synth_root: Path) -> None:
     tested, template, _ = _pair(synth_root)
     torch.manual_seed(1)

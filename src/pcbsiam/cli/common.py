@@ -206,16 +206,17 @@ def single_output(file: str | None, out: str | None, name: str, option: str) -> 
     return Path(out) / name
 
 
-def bounded(kind: type, low: float, high: float, high_open: bool = False) -> Any:
-    """argparse type: a ``kind`` (int or float) in [low, high] (``high_open``: [low, high))."""
-    span = f"[{low}, {high}{')' if high_open else ']'}"
+def bounded(kind: type, low: float, high: float, high_open: bool = False, low_open: bool = False) -> Any:
+    """argparse type: a ``kind`` (int or float) in [low, high] (``high_open``: up to high, not it; ``low_open``:
+    above low, not it)."""
+    span = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind.__name__} in {span}, got {text!r}") from None
-        if not (low <= value < high if high_open else low <= value <= high):
+        if not ((low < value if low_open else low <= value) and (value < high if high_open else value <= high)):
             raise argparse.ArgumentTypeError(f"must be in {span}, got {text}")
         return value
 

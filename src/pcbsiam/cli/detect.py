@@ -141,7 +141,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
             raise ConfigError("give --tested IMG and --template IMG, or --batch with --data ROOT or --pairs DIR")
         if args.data or args.pairs:
             raise ConfigError("--data and --pairs are read with --batch only; add --batch")
-    detector = make_detector(args.method, args.model, args.device, args.views, args.fine_band)
+    if args.views_below is not None and args.views == 1:
+        raise ConfigError("--views-below chooses which windows get the other views: give --views 2, 4 or 8 too")
+    detector = make_detector(args.method, args.model, args.device, args.views, args.fine_band, args.views_below)
     if args.engine != "torch":
         if args.method != "learned":
             raise ConfigError("--engine runs a learned detector's verifier; the classical detector has none")
@@ -230,6 +232,7 @@ def _detect_batch(args: argparse.Namespace, detector: Detector) -> int:
         "method": args.method,
         "views": args.views,
         "fine_band": args.fine_band,
+        "views_below": args.views_below,
         "engine": args.engine,
     }
     if annotated is None:
@@ -451,6 +454,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=VIEW_COUNTS,
         default=1,
         help="test-time flips and turns of each candidate the learned detector averages (costs as many passes)",
+    )
+    d.add_argument(
+        "--views-below",
+        type=bounded(float, 0.0, 1.0, low_open=True),
+        default=None,
+        metavar="P",
+        help="give the other --views only to the candidates whose first view gives every class a probability "
+        "below P (0.9: about 6 %% of them on DeepPCB; the others keep the first view's verdict); default: every "
+        "candidate",
     )
     _fine_band_option(
         d,

@@ -28,10 +28,12 @@ class Detector(Protocol):
         ...
 
 
-def _classical(model: str | Sequence[str] | None, device: str, views: int, fine_band: int) -> Detector:
+def _classical(
+    model: str | Sequence[str] | None, device: str, views: int, fine_band: int, views_below: float | None
+) -> Detector:
     from pcbsiam.detection.classical import ClassicalDetector
 
-    if views != 1:
+    if views != 1 or views_below is not None:
         raise ConfigError("test-time views are a learned detector's setting; the classical one takes none")
     if fine_band:
         raise ConfigError(
@@ -41,7 +43,9 @@ def _classical(model: str | Sequence[str] | None, device: str, views: int, fine_
     return ClassicalDetector()
 
 
-def _learned(model: str | Sequence[str] | None, device: str, views: int, fine_band: int) -> Detector:
+def _learned(
+    model: str | Sequence[str] | None, device: str, views: int, fine_band: int, views_below: float | None
+) -> Detector:
     if not model:
         raise ConfigError("the learned detector needs a trained model: give --model PATH (a detector checkpoint)")
     try:
@@ -53,12 +57,12 @@ def _learned(model: str | Sequence[str] | None, device: str, views: int, fine_ba
             "the learned detector is not part of this installation; use the classical method instead"
         ) from None
     try:
-        return load_detector(model, device, views=views, fine_band=fine_band)
+        return load_detector(model, device, views=views, fine_band=fine_band, views_below=views_below)
     except ValueError as exc:  # the detector's sentence about its settings
         raise ConfigError(str(exc)) from None
 
 
-_BUILDERS: dict[str, Callable[[str | Sequence[str] | None, str, int, int], Detector]] = {
+_BUILDERS: dict[str, Callable[[str | Sequence[str] | None, str, int, int, float | None], Detector]] = {
     "classical": _classical,
     "learned": _learned,
 }
@@ -68,7 +72,12 @@ DETECTORS: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def make_detector(
-    method: str, model: str | Sequence[str] | None = None, device: str = "cpu", views: int = 1, fine_band: int = 0
+    method: str,
+    model: str | Sequence[str] | None = None,
+    device: str = "cpu",
+    views: int = 1,
+    fine_band: int = 0,
+    views_below: float | None = None,
 ) -> Detector:
     """The detector of ``method``, ready to call ``detect(tested, template)``.
 
@@ -80,6 +89,8 @@ def make_detector(
         views: test-time views a learned detector averages (1, 2, 4 or 8; the classical one takes 1).
         fine_band: a learned detector also verifies the candidates of a band this many px wide, at its
             stricter ``fine_min_confidence`` (0: none; the classical one takes 0).
+        views_below: a learned detector gives the other views only to the windows whose first view is less sure
+            than this (None: every window every view; the classical one takes None).
 
     Raises:
         ConfigError: an unknown method, a learned one without ``model``, or views or a finer band the method
@@ -88,4 +99,4 @@ def make_detector(
     builder = _BUILDERS.get(method)
     if builder is None:
         raise ConfigError(f"unknown detection method {method!r}; choose one of {', '.join(DETECTORS)}")
-    return builder(model, device, views, fine_band)
+    return builder(model, device, views, fine_band, views_below)

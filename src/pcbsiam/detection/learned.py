@@ -162,11 +162,15 @@ class LearnedDetector:
             ``min_confidence``): a verifier trained without them rejects most of them, and the stricter cut
             keeps the few it is sure of. Such a detection also comes second in the suppression: it is dropped
             where it meets a detection from the band's own candidates (docs/RESULTS.md).
+        views_below: with ``views`` > 1, the other views only for the windows whose first view gives every class
+            ("no defect" included) a probability below this; a window the first view is sure of keeps its
+            verdict (at 0.9 about 6 % of DeepPCB's windows get the other views, docs/RESULTS.md). None: every
+            window gets every view.
 
     Raises:
         ValueError: ``views`` is not 1, 2, 4 or 8, two ``rule_families`` share a type, no verifier is given,
             the verifiers differ in input size, types or whether they read the rules' type, ``fine_band`` is
-            not below the candidates' band, or a confidence is outside [0, 1].
+            not below the candidates' band, a confidence is outside [0, 1], or ``views_below`` is outside (0, 1].
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class LearnedDetector:
         rule_families: tuple[tuple[int, ...], ...] | None = None,
         fine_band: int = 0,
         fine_min_confidence: float = 0.9,
+        views_below: float | None = None,
     ) -> None:
         if views not in VIEW_COUNTS:
             raise ValueError(f"views must be one of {', '.join(map(str, VIEW_COUNTS))}, not {views}")
@@ -198,6 +203,8 @@ class LearnedDetector:
         for name, value in (("min_confidence", min_confidence), ("fine_min_confidence", fine_min_confidence)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if views_below is not None and not 0.0 < views_below <= 1.0:
+            raise ValueError(f"views_below must lie in (0, 1], got {views_below}")
         self.spec = spec
         self.proposer = spec.proposer()
         if fine_band:
@@ -207,6 +214,7 @@ class LearnedDetector:
         self.nms_iou = nms_iou
         self.batch_size = batch_size
         self.views = views
+        self.views_below = views_below
         self.rule_families = RULE_FAMILIES if rule_families is None else tuple(map(tuple, rule_families))
         named = [t for family in self.rule_families for t in family]
         if len(named) != len(set(named)):
@@ -226,7 +234,7 @@ class LearnedDetector:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities (N, 1 + types) and unit-frame corner moves (N, 4) of N candidate windows
         (``rule_types``: their (N,) classical types, read by a verifier trained with them), averaged over
-        the views and the verifiers."""
+        the views and the verifiers (with ``views_below``, over the first view alone where it is sure)."""
         size = self.net.cfg.input_size
         hints = None if rule_types is None else torch.as_tensor(np.asarray(rule_types, dtype=np.int64))
         views = DIHEDRAL_VIEWS[: self.views]
@@ -235,7 +243,16 @@ class LearnedDetector:
             t = to_tensor(tested_windows[s : s + self.batch_size], size).to(self.device)
             r = to_tensor(reference_windows[s : s + self.batch_size], size).to(self.device)
             h = None if hints is None else hints[s : s + self.batch_size].to(self.device)
-            p, d = self._views(t, r, h, views)
+            if self.views_below is None or len(views) == 1:
+                p, d = self._views(t, r, h, views)
+            else:  # the first view for every window, the others for the windows it leaves unsure
+                p, d = self._views(t, r, h, views[:1])
+                unsure = torch.nonzero(p.max(1).values < self.views_below).flatten()
+                if len(unsure):
+                    p_rest, d_rest = self._views(t[unsure], r[unsure], None if h is None else h[unsure], views[1:])
+                    share = 1 / len(views)  # the mean over all views, the first one's share kept
+                    p[unsure] = share * p[unsure] + (1 - share) * p_rest
+                    d[unsure] = share * d[unsure] + (1 - share) * d_rest
             probs.append(p.cpu().numpy())
             deltas.append(d.cpu().numpy())
         if not probs:
@@ -375,7 +392,7 @@ def load_detector(
             on the same candidates (e.g. with different ``--seed``): their verifiers are averaged.
         device: where the network runs.
         kwargs: :class:`LearnedDetector` settings (``min_confidence``, ``nms_iou``, ``batch_size``, ``views``,
-            ``fine_band``, ``fine_min_confidence``).
+            ``fine_band``, ``fine_min_confidence``, ``views_below``).
 
     Raises:
         ValueError: no file, or several whose candidates or windows differ or whose verifiers cannot be averaged.
