@@ -250,6 +250,17 @@ def data_options(
     return p
 
 
+def onnx_export_options(data_help: str, split_help: str) -> argparse.ArgumentParser:
+    """What an ONNX export command takes besides ``--model``: ``--data`` / ``--split`` (what calibrates the int8
+    graph), ``--onnx FILE``, ``--opset``, ``--int8`` and ``--int8-out``."""
+    p = data_options(required=False, data_help=data_help, split_help=split_help, cache_dir=False)
+    p.add_argument("--onnx", required=True, type=out_file, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ, per-channel) graph")
+    p.add_argument("--int8-out", default=None, type=out_file, help="int8 file (default: ONNX name with -int8)")
+    return p
+
+
 def device_option(help: str = DEVICE_HELP) -> argparse.ArgumentParser:
     """``--device`` (default ``cpu``)."""
     p = _parent()

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pcbsiam.cli.common import data_options, file_mb, model_option, out_file
+from pcbsiam.cli.common import file_mb, model_option, onnx_export_options
 from pcbsiam.errors import ConfigError
 
 #: ONNX graphs of :func:`pcbsiam.deploy.export.export_onnx` (repeated here: that module imports torch).
@@ -114,15 +114,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export a bundle as a verified ONNX graph (optionally int8 too)",
         parents=[
             model_option("bundle file (or training run folder)"),
-            data_options(
-                required=False,
+            onnx_export_options(
                 data_help="data root whose patches calibrate the int8 graph",
                 split_help="split file of --data (use a training split)",
-                cache_dir=False,
             ),
         ],
     )
-    e.add_argument("--onnx", required=True, type=out_file, help="ONNX file to write")
     e.add_argument(
         "--graph",
         choices=GRAPHS,
@@ -131,9 +128,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embeddings (the paper's mode only): tested patches + reference embeddings in",
     )
     e.add_argument("--mode", dest="graph", choices=GRAPHS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    e.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    e.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ, per-channel) graph")
-    e.add_argument("--int8-out", default=None, type=out_file, help="int8 file (default: ONNX name with -int8)")
     e.add_argument("--calib-patches", type=int, default=256, help="patches for int8 calibration")
     e.set_defaults(func=cmd_export)
 

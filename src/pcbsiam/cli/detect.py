@@ -20,7 +20,7 @@ from pcbsiam.cli.common import (
     file_mb,
     json_option,
     model_option,
-    out_file,
+    onnx_export_options,
     out_folder,
     parse_csv,
     progress,
@@ -530,18 +530,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a learned detector's verifier as a checked ONNX graph (optionally int8 too) for detect --engine",
         parents=[
             model_option("detector checkpoint (or its training folder)", ready=False),
-            data_options(
-                required=False,
+            onnx_export_options(
                 data_help="DeepPCB root whose training boards calibrate the int8 graph",
                 split_help="split file of --data",
-                cache_dir=False,
             ),
         ],
     )
-    x.add_argument("--onnx", required=True, type=out_file, help="ONNX file to write")
-    x.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    x.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ, per-channel) graph")
-    x.add_argument("--int8-out", default=None, type=out_file, help="int8 file (default: ONNX name with -int8)")
     x.add_argument(
         "--calib-boards",
         type=bounded(int, 1, 10**6),
