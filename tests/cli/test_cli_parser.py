@@ -31,6 +31,7 @@ COMMANDS = [
     "export-detector",
     "experiment",
     "cv",
+    "cv-detector",
     "export",
     "info",
     "bench",

@@ -1,13 +1,15 @@
-"""Sub-commands ``experiment`` (the paper's ablation tables from a grid of repeated trainings) and ``cv``
-(leave-one-group-out cross-validation)."""
+"""Sub-commands ``experiment`` (the paper's ablation tables from a grid of repeated trainings), ``cv``
+(leave-one-group-out cross-validation) and ``cv-detector`` (the learned detector on the same folds)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
-from pcbsiam.cli.common import config_options, device_option, out_folder
+from pcbsiam.cli.common import bounded, config_options, device_option, out_folder, progress_bar
+from pcbsiam.config import VIEW_COUNTS
 from pcbsiam.errors import ConfigError
 
 
@@ -78,8 +80,32 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv_detector(args: argparse.Namespace) -> int:
+    """Train, detect and score each finished fold's detector (resumable), or only re-render; print the table."""
+    from pcbsiam.experiment.cv_detector import (
+        DetectorFoldSettings,
+        render_detector,
+        run_cv_detector,
+        summarise_detector,
+    )
+
+    if args.report_only:
+        result = summarise_detector(args.out)
+    else:
+        settings = DetectorFoldSettings(args.epochs, args.seed, args.views, args.fine_band, args.device)
+        with contextlib.ExitStack() as stack:
+
+            def bar(group: str, boards: int):  # noqa: ANN202
+                return stack.enter_context(progress_bar(boards, f"detect {group}")).update
+
+            result = run_cv_detector(args.out, args.data, args.only, settings, bar)
+    print(json.dumps({"folds_done": result["done"], "folds": result["of"]}), file=sys.stderr)
+    print(render_detector(result))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``experiment`` and ``cv`` to the ``pcbsiam`` parser."""
+    """Add ``experiment``, ``cv`` and ``cv-detector`` to the ``pcbsiam`` parser."""
     e = sub.add_parser(
         "experiment",
         help="repeated ablation trainings of a grid, summarised as the paper's tables and Fig. 4",
@@ -126,3 +152,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--report-only", action="store_true", help="only re-render the report of the finished folds")
     c.set_defaults(func=cmd_cv)
+
+    d = sub.add_parser(
+        "cv-detector",
+        help="the learned detector beside a cross-validation's tile model: per fold, alone and together",
+        description="For each finished fold of a `pcbsiam cv` folder: train the learned detector's verifier on the "
+        "fold's training boards (DIR/fold-<group>/detector/), detect the held-out boards (DIR/fold-<group>/"
+        "detections/, DeepPCB result files) and score every protocol patch by the detections with at least half "
+        "of their box inside it; then write DIR/detector.json and DIR/detector.md: the tile model at its "
+        "out-of-group threshold, the detector, and either of them. Repeating the command skips finished steps.",
+        parents=[device_option()],
+    )
+    d.add_argument("--out", required=True, type=out_folder, help="the cross-validation folder of `pcbsiam cv`")
+    d.add_argument("--data", default=None, help="DeepPCB root (default: the cross-validation's data.root)")
+    d.add_argument("--only", action="append", metavar="GROUP", help="this held-out group's fold only (repeatable)")
+    d.add_argument("--epochs", type=bounded(int, 1, 10**6), default=6, help="the verifier's passes over its windows")
+    d.add_argument("--seed", type=int, default=0, help="the verifier's training seed")
+    d.add_argument("--views", type=int, choices=VIEW_COUNTS, default=4, help="test-time views of each candidate")
+    d.add_argument(
+        "--fine-band", type=bounded(int, 0, 1), default=1, metavar="PX", help="the finer band's candidates (0: none)"
+    )
+    d.add_argument("--report-only", action="store_true", help="only re-render the report of the finished folds")
+    d.set_defaults(func=cmd_cv_detector)

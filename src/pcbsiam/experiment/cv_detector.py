@@ -1,0 +1,283 @@
+"""The learned detector beside a cross-validation's tile model, fold by fold.
+
+A tile model misses some defects a box detector finds, and the other way round (a few-px mousebite is a
+blob the detector's candidates see; a defect its candidates cut badly is a tile the tile model flags). This
+module measures both, and both together, on the folds of a ``pcbsiam cv`` folder. For each finished fold it
+trains the learned detector's verifier on the fold's training boards (every group but the held-out one,
+``fold-<group>/detector/``), detects the held-out boards (``fold-<group>/detections/<id>.txt``, DeepPCB result
+files) and scores every protocol patch: a patch's detector score is the largest confidence of the detections with
+at least half of their box inside it (the protocol's own rule for a defective patch, applied to detections), 0
+without one. ``fold-<group>/detector.npz`` keeps those scores in the fold's patch order. Each step is skipped when
+its file exists, so the folds can span several sessions.
+
+The report (``OUT/detector.json``, ``OUT/detector.md``) pools the folds that have detector scores: the tile
+model at its out-of-group threshold (accuracy policy; chosen on the other folds' held-out scores, as in
+``cv.md``), the detector (a detection at the verifier's 0.5 cut), and either of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcbsiam.data.deeppcb import read_detections, write_detections
+from pcbsiam.data.defects import defect_name
+from pcbsiam.data.images import load_gray
+from pcbsiam.data.protocol import label_patch, overlap_fractions, tile_grid
+from pcbsiam.data.records import BoardPair
+from pcbsiam.data.sources import read_boards
+from pcbsiam.errors import ConfigError, DataError
+from pcbsiam.evaluation.metrics import binary_metrics, recall_by_type
+from pcbsiam.experiment.cv import fold_dir, held_out, out_of_group_thresholds
+from pcbsiam.io import atomic_path, write_json, write_text
+
+__all__ = ["DetectorFoldSettings", "detector_patch_scores", "run_cv_detector", "summarise_detector"]
+
+log = logging.getLogger(__name__)
+
+#: The protocol's patch side (DeepPCB-Cls: 128 px, non-overlapping).
+PATCH = 128
+
+
+@dataclass(frozen=True)
+class DetectorFoldSettings:
+    """How each fold's detector is trained and applied: ``train-detector``'s defaults, and the views and finer
+    band of docs/RESULTS.md's recommended detection.
+
+    Attributes:
+        epochs: passes over the candidate windows.
+        seed: training seed.
+        views: test-time views of each candidate.
+        fine_band: the finer band's candidates (0: none).
+        device: where the verifier trains and runs.
+    """
+
+    epochs: int = 6
+    seed: int = 0
+    views: int = 4
+    fine_band: int = 1
+    device: str = "cpu"
+
+
+def detector_patch_scores(
+    pairs: Sequence[BoardPair], detections: Sequence[np.ndarray], shapes: Sequence[tuple[int, int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's score and the protocol label of every kept patch of ``pairs``, in the protocol's order.
+
+    Args:
+        pairs: annotated boards.
+        detections: per board (N, 6) rows ``x1 y1 x2 y2 confidence type``.
+        shapes: per board (H, W).
+
+    Returns:
+        (n,) float64 scores (the largest confidence of the detections with at least half of their box inside the
+        patch, 0 without one) and (n,) int64 labels (1 defective), over the patches the protocol keeps.
+    """
+    scores, labels = [], []
+    for pair, det, (h, w) in zip(pairs, detections, shapes, strict=True):
+        det = np.asarray(det, dtype=np.float64).reshape(-1, 6)
+        as_boxes = det[:, [0, 1, 2, 3, 5]]
+        for y, x, ph, pw in tile_grid(h, w, PATCH).tolist():
+            label, _ = label_patch(pair.boxes, y, x, ph, pw)
+            if label < 0:
+                continue
+            inside = overlap_fractions(as_boxes, y, x, ph, pw) >= 0.5
+            scores.append(float(det[inside, 4].max()) if inside.any() else 0.0)
+            labels.append(label)
+    return np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+
+
+def _train(run: Path, train_pairs: Sequence[BoardPair], settings: DetectorFoldSettings, group: str) -> float:
+    """Train the fold's verifier unless ``run/detector.pt`` exists; its training seconds."""
+    from pcbsiam.detection.learned import WindowSpec, detector_record
+    from pcbsiam.models.detector import VerifierConfig
+    from pcbsiam.train.detector import DetectorTrainConfig, train_detector
+
+    if not (run / "detector.pt").is_file():
+        cfg = DetectorTrainConfig(epochs=settings.epochs, seed=settings.seed)
+        record = {"holdout_groups": [group], "items": [p.name for p in train_pairs]}
+        net_cfg = VerifierConfig(rule_types=True)
+        train_detector(train_pairs, run, net_cfg, WindowSpec(), cfg, settings.device, None, record)
+    facts = detector_record(run)
+    return float(facts.get("sample_seconds", 0.0)) + float(facts.get("train_seconds", 0.0))
+
+
+def detect_fold(
+    out: Path,
+    group: str,
+    boards: Sequence[BoardPair],
+    settings: DetectorFoldSettings,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> dict[str, Any]:
+    """Train, detect and score the fold that holds ``group`` out (each step skipped when done); its record.
+
+    Raises:
+        ConfigError: the fold has no held-out scores yet (run ``pcbsiam cv`` first).
+        DataError: the detector's patches are not the fold's (another data set or split).
+    """
+    from pcbsiam.detection.learned import load_detector
+
+    fold = fold_dir(out, group)
+    if not (fold / "scores.npz").is_file():
+        raise ConfigError(f"{fold} has no held-out scores: run `pcbsiam cv` for group {group} first")
+    done = fold / "detector.json"
+    if done.is_file() and (fold / "detector.npz").is_file():
+        return json.loads(done.read_text())
+    held = [p for p in boards if p.group == group]
+    train_seconds = _train(fold / "detector", [p for p in boards if p.group != group], settings, group)
+    detector = load_detector(fold / "detector", settings.device, views=settings.views, fine_band=settings.fine_band)
+    results, found, shapes = fold / "detections", [], []
+    tick = progress(group, len(held)) if progress else None
+    t0 = time.perf_counter()
+    for pair in held:
+        tested, template = load_gray(pair.tested), load_gray(pair.template)
+        rows = detector.detect(tested, template).as_array()
+        found.append(read_detections(write_detections(results, pair.name, rows)))
+        shapes.append(tested.shape)
+        if tick:
+            tick(1)
+    seconds = time.perf_counter() - t0
+    scores, labels = detector_patch_scores(held, found, shapes)
+    with np.load(fold / "scores.npz") as data:
+        if not np.array_equal(labels, data["labels"]):
+            raise DataError(fold, "the held-out boards' patches differ from the fold's scores (another data set?)")
+    with atomic_path(fold / "detector.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, detector=scores)
+    record = {
+        "group": group,
+        "settings": asdict(settings),
+        "train_seconds": round(train_seconds, 1),
+        "detect_seconds": round(seconds, 1),
+        "boards": len(held),
+    }
+    write_json(done, record)
+    return record
+
+
+def _row(pred: np.ndarray, labels: np.ndarray, defect: np.ndarray) -> dict[str, Any]:
+    m = binary_metrics(pred.astype(np.float64), labels, 0.5)
+    names = np.array([defect_name(int(d)) for d in defect], dtype=object)
+    by_type = recall_by_type(pred.astype(np.float64), labels, 0.5, names)
+    keys = ("accuracy", "balanced_accuracy", "recall", "false_alarm_rate", "confusion")
+    return {k: m[k] for k in keys} | {"by_type": {k: v["recall"] for k, v in by_type.items()}}
+
+
+def summarise_detector(out: str | Path) -> dict[str, Any]:
+    """Pooled figures of the folds with detector scores: the tile model at its out-of-group threshold (accuracy
+    policy), the detector, and either."""
+    out = Path(out)
+    data = held_out(out)
+    groups = list(data.records)
+    thresholds = out_of_group_thresholds(data.scores["model"], data.labels, "accuracy") if len(groups) >= 2 else []
+    rows: dict[str, list[np.ndarray]] = {"tile model": [], "detector": [], "either": []}
+    labels, defect, folds = [], [], {}
+    for k, group in enumerate(groups):
+        path = fold_dir(out, group) / "detector.npz"
+        if not thresholds or not path.is_file():
+            continue
+        with np.load(path) as z:
+            detector = z["detector"] >= 0.5
+        model = data.scores["model"][k] > thresholds[k]
+        rows["tile model"].append(model)
+        rows["detector"].append(detector)
+        rows["either"].append(model | detector)
+        labels.append(data.labels[k])
+        defect.append(data.defect[k])
+        folds[group] = json.loads((fold_dir(out, group) / "detector.json").read_text())
+        folds[group]["accuracy"] = {name: float((v[-1] == (data.labels[k] == 1)).mean()) for name, v in rows.items()}
+    result: dict[str, Any] = {"folds": folds, "done": len(folds), "of": len(data.request["groups"])}
+    if folds:
+        lab, dfc = np.concatenate(labels), np.concatenate(defect)
+        result["pooled"] = {name: _row(np.concatenate(v), lab, dfc) for name, v in rows.items()}
+    return result
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def render_detector(result: dict[str, Any]) -> str:
+    """Markdown tables of a :func:`summarise_detector` result."""
+    lines = [
+        f"The learned detector beside the tile model: {result['done']} of {result['of']} folds with detections.",
+        "",
+    ]
+    if not result["folds"]:
+        return "\n".join(lines) + "\n"
+    pooled = result["pooled"]
+    types = sorted({t for row in pooled.values() for t in row["by_type"]})
+    lines += [
+        "| verdict | accuracy | balanced acc. | recall | false alarms | " + " | ".join(types) + " |",
+        "| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(types),
+    ]
+    for name, row in pooled.items():
+        lines.append(
+            f"| {name} | {_pct(row['accuracy'])} | {_pct(row['balanced_accuracy'])} | {_pct(row['recall'])} | "
+            f"{_pct(row['false_alarm_rate'])} | " + " | ".join(_pct(row["by_type"].get(t)) for t in types) + " |"
+        )
+    lines += [
+        "",
+        "tile model: its out-of-group threshold at the accuracy policy; detector: a detection with at least half of "
+        "its box inside the patch; either: defective where one of them says so.",
+        "",
+        "| held-out group | boards | tile model acc. | detector acc. | either acc. | detector training s | detect s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for g, f in result["folds"].items():
+        a = f["accuracy"]
+        lines.append(
+            f"| {g} | {f['boards']} | {_pct(a['tile model'])} | {_pct(a['detector'])} | {_pct(a['either'])} | "
+            f"{f['train_seconds']:.0f} | {f['detect_seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_cv_detector(
+    out: str | Path,
+    data_root: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    settings: DetectorFoldSettings | None = None,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> dict[str, Any]:
+    """Add the learned detector to the finished folds of the cross-validation in ``out`` (resumable).
+
+    Args:
+        out: a ``pcbsiam cv`` folder.
+        data_root: the DeepPCB root (default: the cross-validation's own ``data.root``).
+        only: these held-out groups only (default: every finished fold).
+        settings: how the detectors are trained and applied.
+        progress: ``progress(group, boards)`` returns a callback taking the boards detected.
+
+    Returns:
+        The :func:`summarise_detector` result (also written to ``out/detector.json`` and ``out/detector.md``).
+
+    Raises:
+        ConfigError: ``out`` holds no cross-validation, or ``only`` names a group without a finished fold.
+    """
+    out = Path(out)
+    data = held_out(out)
+    settings = settings or DetectorFoldSettings()
+    cfg = data.request["config"]
+    root = data_root or cfg["data"]["root"]
+    boards = read_boards(root, cfg["data"].get("split", "trainval.txt")).pairs
+    finished = list(data.records)
+    missing = sorted(set(only or []) - set(finished))
+    if missing:
+        raise ConfigError(f"no finished fold for {missing} in {out}; finished: {finished}")
+    for group in [g for g in finished if not only or g in only]:
+        log.info("detector for the fold holding %s out", group)
+        detect_fold(out, group, boards, settings, progress)
+        result = summarise_detector(out)
+        write_json(out / "detector.json", result)
+        write_text(out / "detector.md", render_detector(result))
+    result = summarise_detector(out)
+    write_json(out / "detector.json", result)
+    write_text(out / "detector.md", render_detector(result))
+    return result
