@@ -4,11 +4,11 @@
 
 CV_DIR: a `pcbsiam cv` folder (each fold's held-out tile scores; thresholds chosen out of group, on the other
 folds' held-out scores, at the accuracy policy). RESULTS_DIR: the `<id>.txt` result files of `pcbsiam detect
---batch` by a detector that never trained on GROUP's boards. A patch's detector score is the largest confidence
-of the detections with at least half of their box inside it (the protocol's own rule, applied to detections); it
-says defective at any detection (they are kept at confidence 0.5 or more). Prints accuracy, recall, false alarms
-and recall per type over the groups' patches for the tile model, the detector, and the two together (defective
-where either says so).
+--batch` by a detector that never trained on GROUP's boards (e.g. one trained without two groups; `pcbsiam
+cv-detector` trains one per fold). A patch's detector score is `cv-detector`'s: the largest confidence of the
+detections with at least half of their box inside it; it says defective at any detection (kept at 0.5 or more).
+Prints accuracy, recall, false alarms and recall per type over the groups' patches for the tile model, the
+detector, and the two together (defective where either says so).
 """
 
 from __future__ import annotations
@@ -21,25 +21,16 @@ import numpy as np
 
 from pcbsiam.data.deeppcb import read_detections
 from pcbsiam.data.defects import defect_name
-from pcbsiam.data.protocol import overlap_fractions, tile_grid
 from pcbsiam.data.sources import read_boards
 from pcbsiam.experiment.cv import held_out, out_of_group_thresholds
+from pcbsiam.experiment.cv_detector import detector_patch_scores
 
 
 def detector_scores(boards: list, results: Path) -> np.ndarray:
     """(n,) the detector's score of every protocol patch of ``boards``, in the cross-validation's order."""
-    out = []
-    for pair in boards:
-        path = results / f"{pair.name}.txt"
-        det = read_detections(path) if path.is_file() else np.zeros((0, 6))
-        as_boxes = det[:, [0, 1, 2, 3, 5]] if len(det) else np.zeros((0, 5))
-        for y, x, h, w in tile_grid(640, 640, 128, None).tolist():
-            f = overlap_fractions(pair.boxes, y, x, h, w)
-            if len(f) and 0 < f.max() < 0.5:
-                continue  # left out by the protocol
-            inside = overlap_fractions(as_boxes, y, x, h, w) >= 0.5 if len(det) else np.zeros(0, bool)
-            out.append(float(det[inside, 4].max()) if inside.any() else 0.0)
-    return np.asarray(out)
+    files = [results / f"{p.name}.txt" for p in boards]
+    found = [read_detections(f) if f.is_file() else np.zeros((0, 6)) for f in files]
+    return detector_patch_scores(boards, found, [(640, 640)] * len(boards))[0]
 
 
 def figures(name: str, pred: np.ndarray, labels: np.ndarray, defect: np.ndarray) -> None:
