@@ -97,13 +97,16 @@ def test_folds_train_detect_pool_and_resume(synth_root: Path, tmp_path: Path, ca
     assert tile["recall"] < 1.0  # the first defective patch of each fold is missed by the made-up tile scores
     assert either["recall"] >= max(tile["recall"], pooled["detector"]["recall"])
     assert either["false_alarm_rate"] >= tile["false_alarm_rate"]
+    strict = pooled["either, detections >= 0.99"]
+    assert tile["recall"] <= strict["recall"] <= either["recall"]
     assert "| either |" in (out / "detector.md").read_text()
     assert json.loads((out / "detector.json").read_text())["done"] == 2
     # repeating skips finished folds; the report alone reads the same figures
     assert run_cv_detector(out, settings=settings, progress=progress)["pooled"] == pooled and seen == groups
     assert summarise_detector(out)["pooled"] == pooled
+    (out / "detector.md").unlink()
     code, printed, _ = run_cli(capsys, "cv-detector", "--out", out, "--report-only")
-    assert code == 0 and "| either |" in printed
+    assert code == 0 and "| either |" in printed and (out / "detector.md").read_text() in printed
     code, _, err = run_cli(capsys, "cv-detector", "--out", tmp_path / "none", "--report-only")
     assert code == 2 and "holds no cross-validation" in err
     with pytest.raises(ConfigError, match="no finished fold"):

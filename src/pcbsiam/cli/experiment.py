@@ -84,13 +84,13 @@ def cmd_cv_detector(args: argparse.Namespace) -> int:
     """Train, detect and score each finished fold's detector (resumable), or only re-render; print the table."""
     from pcbsiam.experiment.cv_detector import (
         DetectorFoldSettings,
+        detector_report,
         render_detector,
         run_cv_detector,
-        summarise_detector,
     )
 
     if args.report_only:
-        result = summarise_detector(args.out)
+        result = detector_report(args.out)
     else:
         settings = DetectorFoldSettings(args.epochs, args.seed, args.views, args.fine_band, args.device)
         with contextlib.ExitStack() as stack:

@@ -38,12 +38,14 @@ from pcbsiam.evaluation.metrics import binary_metrics, recall_by_type
 from pcbsiam.experiment.cv import fold_dir, held_out, out_of_group_thresholds
 from pcbsiam.io import atomic_path, write_json, write_text
 
-__all__ = ["DetectorFoldSettings", "detector_patch_scores", "run_cv_detector", "summarise_detector"]
+__all__ = ["DetectorFoldSettings", "detector_patch_scores", "detector_report", "run_cv_detector", "summarise_detector"]
 
 log = logging.getLogger(__name__)
 
 #: The protocol's patch side (DeepPCB-Cls: 128 px, non-overlapping).
 PATCH = 128
+#: Stricter cuts on the detections' confidence at which "either" is also reported.
+EITHER_CUTS = (0.9, 0.99)
 
 
 @dataclass(frozen=True)
@@ -171,23 +173,26 @@ def _row(pred: np.ndarray, labels: np.ndarray, defect: np.ndarray) -> dict[str, 
 
 def summarise_detector(out: str | Path) -> dict[str, Any]:
     """Pooled figures of the folds with detector scores: the tile model at its out-of-group threshold (accuracy
-    policy), the detector, and either."""
+    policy), the detector, and either (also with only the detections at :data:`EITHER_CUTS` or above)."""
     out = Path(out)
     data = held_out(out)
     groups = list(data.records)
     thresholds = out_of_group_thresholds(data.scores["model"], data.labels, "accuracy") if len(groups) >= 2 else []
     rows: dict[str, list[np.ndarray]] = {"tile model": [], "detector": [], "either": []}
+    rows |= {f"either, detections >= {c}": [] for c in EITHER_CUTS}
     labels, defect, folds = [], [], {}
     for k, group in enumerate(groups):
         path = fold_dir(out, group) / "detector.npz"
         if not thresholds or not path.is_file():
             continue
         with np.load(path) as z:
-            detector = z["detector"] >= 0.5
+            detector = z["detector"]
         model = data.scores["model"][k] > thresholds[k]
         rows["tile model"].append(model)
-        rows["detector"].append(detector)
-        rows["either"].append(model | detector)
+        rows["detector"].append(detector >= 0.5)
+        rows["either"].append(model | (detector >= 0.5))
+        for c in EITHER_CUTS:
+            rows[f"either, detections >= {c}"].append(model | (detector >= c))
         labels.append(data.labels[k])
         defect.append(data.defect[k])
         folds[group] = json.loads((fold_dir(out, group) / "detector.json").read_text())
@@ -274,10 +279,14 @@ def run_cv_detector(
     for group in [g for g in finished if not only or g in only]:
         log.info("detector for the fold holding %s out", group)
         detect_fold(out, group, boards, settings, progress)
-        result = summarise_detector(out)
-        write_json(out / "detector.json", result)
-        write_text(out / "detector.md", render_detector(result))
+        detector_report(out)
+    return detector_report(out)
+
+
+def detector_report(out: str | Path) -> dict[str, Any]:
+    """Write ``out/detector.json`` and ``out/detector.md`` from the finished folds; the :func:`summarise_detector`
+    result."""
     result = summarise_detector(out)
-    write_json(out / "detector.json", result)
-    write_text(out / "detector.md", render_detector(result))
+    write_json(Path(out) / "detector.json", result)
+    write_text(Path(out) / "detector.md", render_detector(result))
     return result
