@@ -23,7 +23,7 @@ import torch
 
 from pcbsiam.data.transforms import to_tensor
 from pcbsiam.deploy.export import ort_session, quantize_feeds, read_metadata
-from pcbsiam.detection.learned import LearnedDetector, aligned_template, cut_windows
+from pcbsiam.detection.learned import LearnedDetector
 from pcbsiam.errors import PcbsiamError
 from pcbsiam.io import atomic_path
 from pcbsiam.models.detector import CandidateNet, Verdicts, VerifierConfig
@@ -167,16 +167,13 @@ def calibration_windows(
     size = detector.net.cfg.input_size
     feeds = []
     for tested, template in boards:
-        proposals, _ = detector.proposer.propose(tested, template)
-        if not len(proposals):
+        found = detector.candidates(tested, template)
+        if not len(found.proposals):
             continue
-        windows = detector.spec.windows(proposals.boxes)
-        reference = aligned_template(template, proposals.shift, tested)
-        fill = int(np.median(tested))
         feed = {
-            "tested": to_tensor(cut_windows(tested, windows, fill), size).numpy(),
-            "reference": to_tensor(cut_windows(reference, windows, fill), size).numpy(),
-            "rule_types": np.asarray(proposals.types, np.int64),
+            "tested": to_tensor(found.tested, size).numpy(),
+            "reference": to_tensor(found.reference, size).numpy(),
+            "rule_types": np.asarray(found.proposals.types, np.int64),
         }
         feeds.append({k: v for k, v in feed.items() if k in _inputs(detector.net.cfg)})
     return feeds

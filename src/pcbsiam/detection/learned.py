@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from pcbsiam.models.detector import CandidateNet, Verdicts, VerifierConfig
 __all__ = [
     "DETECTOR_FORMAT",
     "RULE_FAMILIES",
+    "Candidates",
     "LearnedDetector",
     "Verifier",
     "WindowSpec",
@@ -136,6 +137,24 @@ class Verifier(Protocol):
     ) -> Verdicts:
         """Verdicts of (B, 1, S, S) normalised tested windows against their (B, 1, S, S) reference windows."""
         ...
+
+
+class Candidates(NamedTuple):
+    """A board pair's proposals and what the verifier sees of them.
+
+    Attributes:
+        proposals: the classical proposals (boxes, the rules' types, the pair's shift).
+        fine: (N,) bool, proposed by the finer band only.
+        windows: (N, 4) ``x0 y0 side side`` windows around them.
+        tested: N (side, side) uint8 crops of the tested image.
+        reference: N crops of the template moved onto it.
+    """
+
+    proposals: Detections
+    fine: np.ndarray
+    windows: np.ndarray
+    tested: list[np.ndarray]
+    reference: list[np.ndarray]
 
 
 class LearnedDetector:
@@ -275,21 +294,27 @@ class LearnedDetector:
             d = d + torch.stack([undo_dihedral_moves(m, *v) for m, v in zip(moves, views, strict=True)]).mean(0)
         return p / len(self.nets), d / len(self.nets)
 
+    def candidates(self, tested: np.ndarray, template: np.ndarray) -> Candidates:
+        """The proposals of a (H, W) uint8 board pair and their windows, as the verifier is given them."""
+        proposals, fine = self.proposer.propose(tested, template)
+        windows = self.spec.windows(proposals.boxes)
+        if not len(proposals):
+            return Candidates(proposals, fine, windows, [], [])
+        reference = aligned_template(template, proposals.shift, tested)
+        fill = int(np.median(tested))
+        cut = (cut_windows(tested, windows, fill), cut_windows(reference, windows, fill))
+        return Candidates(proposals, fine, windows, *cut)
+
     def detect(self, tested: np.ndarray, template: np.ndarray) -> Detections:
         """Find, type and box the defects of a (H, W) uint8 tested board against its template.
 
         Raises:
             ValueError: the images are not two (H, W) uint8 arrays of one shape.
         """
-        proposals, fine = self.proposer.propose(tested, template)
+        proposals, fine, windows, tested_windows, reference_windows = self.candidates(tested, template)
         if not len(proposals):
             return proposals
-        windows = self.spec.windows(proposals.boxes)
-        reference = aligned_template(template, proposals.shift, tested)
-        fill = int(np.median(tested))
-        probs, deltas = self.verify(
-            cut_windows(tested, windows, fill), cut_windows(reference, windows, fill), proposals.types
-        )
+        probs, deltas = self.verify(tested_windows, reference_windows, proposals.types)
         kinds = probs[:, 1:].argmax(1) + 1
         confidence = probs[np.arange(len(kinds)), kinds]
         for family in self.rule_families:
