@@ -15,6 +15,7 @@ from pcbsiam.deploy.verifier import (
     VERIFIER_GRAPH,
     OrtVerifier,
     calibration_windows,
+    class_agreement,
     export_verifier,
     onnx_detector,
     quantize_verifier,
@@ -113,6 +114,10 @@ def test_int8_is_calibrated_on_candidate_windows_and_stays_close(
         want = net(*args).logits.softmax(1)
     got = int8(*args).logits.softmax(1)
     assert got.shape == want.shape and float((got - want).abs().max()) < 0.2
+    exact = class_agreement(net, path, feeds)  # the fp32 graph: PyTorch's classes
+    assert exact["same_class"] == 1.0 and exact["max_probability_difference"] < 1e-4
+    close = class_agreement(net, tmp_path / "v-int8.onnx", feeds)
+    assert 0.0 <= close["same_class"] <= 1.0 and close["max_probability_difference"] < 0.2
     with pytest.raises(PcbsiamError, match="no candidate window"):
         quantize_verifier(path, tmp_path / "none.onnx", [])
 

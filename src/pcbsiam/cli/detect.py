@@ -346,7 +346,7 @@ def cmd_export_detector(args: argparse.Namespace) -> int:
     import numpy as np
 
     from pcbsiam.data.images import load_gray
-    from pcbsiam.deploy.verifier import calibration_windows, export_verifier, onnx_detector, quantize_verifier
+    from pcbsiam.deploy.verifier import calibration_windows, class_agreement, export_verifier, quantize_verifier
     from pcbsiam.detection.learned import detector_record, load_detector
 
     if args.int8 and not args.data:
@@ -371,28 +371,10 @@ def cmd_export_detector(args: argparse.Namespace) -> int:
             "mb": file_mb(int8_path),
             "calibration_boards": len(chosen),
             "calibration_windows": sum(len(f["tested"]) for f in feeds),
-            "agreement": _agreement(detector, onnx_detector(detector, int8_path), feeds),
+            "agreement": class_agreement(detector.net, int8_path, feeds),
         }
     print(json.dumps(report, indent=2))
     return 0
-
-
-def _agreement(torch_detector: Any, int8_detector: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """How far the int8 verifier's class probabilities lie from PyTorch's on the calibration windows."""
-    import numpy as np
-    import torch
-
-    same, worst, n = 0, 0.0, 0
-    with torch.inference_mode():
-        for f in feeds:
-            args = [torch.from_numpy(f["tested"]), torch.from_numpy(f["reference"])]
-            args.append(torch.from_numpy(f["rule_types"]) if "rule_types" in f else None)
-            want = torch_detector.net(*args).logits.softmax(1).numpy()
-            got = int8_detector.net(*args).logits.softmax(1).numpy()
-            same += int((want.argmax(1) == got.argmax(1)).sum())
-            worst = max(worst, float(np.abs(want - got).max()))
-            n += len(want)
-    return {"same_class": round(same / max(n, 1), 4), "max_probability_difference": round(worst, 4)}
 
 
 def _subset_options() -> argparse.ArgumentParser:

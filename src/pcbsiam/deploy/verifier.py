@@ -32,6 +32,7 @@ __all__ = [
     "VERIFIER_GRAPH",
     "OrtVerifier",
     "calibration_windows",
+    "class_agreement",
     "export_verifier",
     "onnx_detector",
     "quantize_verifier",
@@ -191,6 +192,22 @@ def quantize_verifier(onnx_path: str | Path, out_path: str | Path, feeds: list[d
     if not feeds:
         raise PcbsiamError("the calibration boards gave no candidate window; give training boards with defects")
     return quantize_feeds(onnx_path, out_path, feeds)
+
+
+@torch.inference_mode()
+def class_agreement(net: CandidateNet, onnx_path: str | Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """How far a graph's class probabilities lie from the network's on calibration batches (e.g. an int8 graph's):
+    the share of windows given the same class, and the largest probability difference."""
+    engine = OrtVerifier(onnx_path, threads=None)
+    same, worst, n = 0, 0.0, 0
+    for f in feeds:
+        args = [torch.from_numpy(f["tested"]), torch.from_numpy(f["reference"])]
+        args.append(torch.from_numpy(f["rule_types"]) if "rule_types" in f else None)
+        want, got = net(*args).logits.softmax(1), engine(*args).logits.softmax(1)
+        same += int((want.argmax(1) == got.argmax(1)).sum())
+        worst = max(worst, float((want - got).abs().max()))
+        n += len(want)
+    return {"same_class": round(same / max(n, 1), 4), "max_probability_difference": round(worst, 4)}
 
 
 def onnx_detector(detector: LearnedDetector, onnx_path: str | Path, threads: int | None = None) -> LearnedDetector:
