@@ -150,7 +150,8 @@ def run_fold(
     return record
 
 
-def _figures(scores: np.ndarray, labels: np.ndarray, defect: np.ndarray, threshold: float) -> dict[str, Any]:
+def figures_at(scores: np.ndarray, labels: np.ndarray, defect: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Headline metrics of ``scores`` at ``threshold`` (defective iff above) with recall per defect type."""
     m = binary_metrics(scores, labels, threshold)
     names = np.array([defect_name(int(d)) for d in defect], dtype=object)
     m["by_type"] = {k: v["recall"] for k, v in recall_by_type(scores, labels, threshold, names).items()}
@@ -224,7 +225,7 @@ def _pooled_row(folds: dict[str, Any], key: str, verdicts: list[np.ndarray], dat
     """Figures of all folds' verdicts together (each at its own threshold), with the folds' mean ± std of
     ``folds[g][key]``."""
     labels, defect = np.concatenate(data.labels), np.concatenate(data.defect)
-    fig = _figures(np.concatenate(verdicts).astype(np.float64), labels, defect, 0.5)  # verdicts as 0/1 scores
+    fig = figures_at(np.concatenate(verdicts).astype(np.float64), labels, defect, 0.5)  # verdicts as 0/1 scores
     for meaningless in ("auroc", "threshold"):  # of the 0/1 verdicts, not of the scores
         fig.pop(meaningless, None)
     fig["auroc_mean_std"] = mean_std([{"auroc": f[key]["auroc"]} for f in folds.values()])
@@ -238,7 +239,7 @@ def _out_of_group_row(folds: dict[str, Any], method: str, policy: str, data: Hel
     scores = data.scores[method]
     thresholds = out_of_group_thresholds(scores, data.labels, policy)
     for k, (fold, thr) in enumerate(zip(folds.values(), thresholds, strict=True)):
-        fold[key] = _figures(scores[k], data.labels[k], data.defect[k], thr)
+        fold[key] = figures_at(scores[k], data.labels[k], data.defect[k], thr)
     verdicts = [(s > t).astype(np.int64) for s, t in zip(scores, thresholds, strict=True)]
     fig = _pooled_row(folds, key, verdicts, data)
     fig["fold_thresholds"] = dict(zip(folds, thresholds, strict=True))
@@ -270,7 +271,7 @@ def summarise(data: HeldOut, extra_policies: Sequence[str] = ()) -> dict[str, An
         for method in METHODS:
             for p in policies:
                 thr = rec["thresholds"][method][p]
-                fold[f"{method}@{p}"] = _figures(data.scores[method][k], data.labels[k], data.defect[k], thr)
+                fold[f"{method}@{p}"] = figures_at(data.scores[method][k], data.labels[k], data.defect[k], thr)
                 own[f"{method}@{p}"].append((data.scores[method][k] > thr).astype(np.int64))
         folds[group] = fold
     result: dict[str, Any] = {"request": request, "folds": folds, "done": len(folds), "of": len(request["groups"])}

@@ -28,14 +28,12 @@ from typing import Any
 import numpy as np
 
 from pcbsiam.data.deeppcb import read_detections, write_detections
-from pcbsiam.data.defects import defect_name
 from pcbsiam.data.images import load_gray
 from pcbsiam.data.protocol import label_patch, overlap_fractions, tile_grid
 from pcbsiam.data.records import BoardPair
 from pcbsiam.data.sources import read_boards
 from pcbsiam.errors import ConfigError, DataError
-from pcbsiam.evaluation.metrics import binary_metrics, recall_by_type
-from pcbsiam.experiment.cv import fold_dir, held_out, out_of_group_thresholds
+from pcbsiam.experiment.cv import figures_at, fold_dir, held_out, out_of_group_thresholds
 from pcbsiam.io import atomic_path, write_json, write_text
 
 __all__ = ["DetectorFoldSettings", "detector_patch_scores", "detector_report", "run_cv_detector", "summarise_detector"]
@@ -164,11 +162,9 @@ def detect_fold(
 
 
 def _row(pred: np.ndarray, labels: np.ndarray, defect: np.ndarray) -> dict[str, Any]:
-    m = binary_metrics(pred.astype(np.float64), labels, 0.5)
-    names = np.array([defect_name(int(d)) for d in defect], dtype=object)
-    by_type = recall_by_type(pred.astype(np.float64), labels, 0.5, names)
-    keys = ("accuracy", "balanced_accuracy", "recall", "false_alarm_rate", "confusion")
-    return {k: m[k] for k in keys} | {"by_type": {k: v["recall"] for k, v in by_type.items()}}
+    fig = figures_at(pred.astype(np.float64), labels, defect, 0.5)  # verdicts as 0/1 scores
+    keys = ("accuracy", "balanced_accuracy", "recall", "false_alarm_rate", "confusion", "by_type")
+    return {k: fig[k] for k in keys}
 
 
 def summarise_detector(out: str | Path) -> dict[str, Any]:
