@@ -12,6 +12,7 @@ from pcbsiam.data.protocol import label_patch, tile_grid
 from pcbsiam.data.records import BoardPair
 from pcbsiam.data.sources import read_boards
 from pcbsiam.errors import ConfigError, DataError
+from pcbsiam.evaluation.detection import evaluate_folder
 from pcbsiam.experiment.cv import fold_dir
 from pcbsiam.experiment.cv_detector import (
     DetectorFoldSettings,
@@ -101,6 +102,17 @@ def test_folds_train_detect_pool_and_resume(synth_root: Path, tmp_path: Path, ca
     assert tile["recall"] <= strict["recall"] <= either["recall"]
     assert "| either |" in (out / "detector.md").read_text()
     assert json.loads((out / "detector.json").read_text())["done"] == 2
+    # the detections as boxes: each fold by the protocol's own scoring of its folder, pooled = the folds' counts
+    boxes = result["boxes"]
+    assert list(boxes["folds"]) == groups
+    for g in groups:
+        held = [p for p in read_boards(synth_root).pairs if p.group == g]
+        report = evaluate_folder(fold_dir(out, g) / "detections", held)
+        assert boxes["folds"][g]["f_score"] == pytest.approx(report.f_score)
+        assert boxes["folds"][g]["ap"] == pytest.approx(report.ap)
+    for key in ("n_images", "n_gt", "n_det", "n_correct"):
+        assert boxes["pooled"][key] == sum(f[key] for f in boxes["folds"].values())
+    assert "| **pooled** |" in (out / "detector.md").read_text()
     # repeating skips finished folds; the report alone reads the same figures
     assert run_cv_detector(out, settings=settings, progress=progress)["pooled"] == pooled and seen == groups
     assert summarise_detector(out)["pooled"] == pooled

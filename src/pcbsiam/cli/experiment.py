@@ -90,7 +90,7 @@ def cmd_cv_detector(args: argparse.Namespace) -> int:
     )
 
     if args.report_only:
-        result = detector_report(args.out)
+        result = detector_report(args.out, args.data)
     else:
         settings = DetectorFoldSettings(args.epochs, args.seed, args.views, args.fine_band, args.device)
         with contextlib.ExitStack() as stack:
@@ -160,11 +160,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fold's training boards (DIR/fold-<group>/detector/), detect the held-out boards (DIR/fold-<group>/"
         "detections/, DeepPCB result files) and score every protocol patch by the detections with at least half "
         "of their box inside it; then write DIR/detector.json and DIR/detector.md: the tile model at its "
-        "out-of-group threshold, the detector, and either of them. Repeating the command skips finished steps.",
+        "out-of-group threshold, the detector, and either of them; and the detections scored as boxes by DeepPCB's "
+        "protocol, per held-out design and pooled. Repeating the command skips finished steps.",
         parents=[device_option()],
     )
     d.add_argument("--out", required=True, type=out_folder, help="the cross-validation folder of `pcbsiam cv`")
-    d.add_argument("--data", default=None, help="DeepPCB root (default: the cross-validation's data.root)")
+    d.add_argument(
+        "--data", default=None, help="DeepPCB root, also for --report-only (default: the cross-validation's data.root)"
+    )
     d.add_argument("--only", action="append", metavar="GROUP", help="this held-out group's fold only (repeatable)")
     d.add_argument("--epochs", type=bounded(int, 1, 10**6), default=6, help="the verifier's passes over its windows")
     d.add_argument("--seed", type=int, default=0, help="the verifier's training seed")

@@ -12,7 +12,9 @@ its file exists, so the folds can span several sessions.
 
 The report (``OUT/detector.json``, ``OUT/detector.md``) pools the folds that have detector scores: the tile
 model at its out-of-group threshold (accuracy policy; chosen on the other folds' held-out scores, as in
-``cv.md``), the detector (a detection at the verifier's 0.5 cut), and either of them.
+``cv.md``), the detector (a detection at the verifier's 0.5 cut), and either of them. Given the boards, it also
+scores the detections as boxes by DeepPCB's own protocol (:func:`pcbsiam.evaluation.detection.evaluate_detections`),
+per held-out design and pooled over the folds: each board judged by the one detector that never saw its design.
 """
 
 from __future__ import annotations
@@ -33,10 +35,18 @@ from pcbsiam.data.protocol import label_patch, overlap_fractions, tile_grid
 from pcbsiam.data.records import BoardPair
 from pcbsiam.data.sources import read_boards
 from pcbsiam.errors import ConfigError, DataError
+from pcbsiam.evaluation.detection import evaluate_detections
 from pcbsiam.experiment.cv import figures_at, fold_dir, held_out, out_of_group_thresholds
 from pcbsiam.io import atomic_path, write_json, write_text
 
-__all__ = ["DetectorFoldSettings", "detector_patch_scores", "detector_report", "run_cv_detector", "summarise_detector"]
+__all__ = [
+    "DetectorFoldSettings",
+    "box_figures",
+    "detector_patch_scores",
+    "detector_report",
+    "run_cv_detector",
+    "summarise_detector",
+]
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +177,33 @@ def _row(pred: np.ndarray, labels: np.ndarray, defect: np.ndarray) -> dict[str, 
     return {k: fig[k] for k in keys}
 
 
-def summarise_detector(out: str | Path) -> dict[str, Any]:
+def _box_row(report: Any) -> dict[str, Any]:
+    """The protocol's figures of a :class:`~pcbsiam.evaluation.detection.DetectionReport` kept in the report."""
+    facts = report.to_dict()
+    keep = ("n_images", "n_gt", "n_det", "n_correct", "precision", "recall", "f_score", "ap")
+    return {k: facts[k] for k in keep} | {"recall_by_type": {t: v["recall"] for t, v in facts["per_type"].items()}}
+
+
+def box_figures(out: Path, groups: Sequence[str], boards: Sequence[BoardPair]) -> dict[str, Any]:
+    """The detections of the folds of ``groups`` scored as boxes by DeepPCB's protocol: per held-out group and
+    pooled over them (each board's detections from the fold that held its group out).
+
+    Returns:
+        ``{"folds": {group: figures}, "pooled": figures}`` with P, R, F, AP and recall by type.
+    """
+    items, folds = [], {}
+    for group in groups:
+        results = fold_dir(out, group) / "detections"
+        fold = [(p.name, p.boxes, read_detections(results / f"{p.name}.txt")) for p in boards if p.group == group]
+        folds[group] = _box_row(evaluate_detections(fold))
+        items += fold
+    return {"folds": folds, "pooled": _box_row(evaluate_detections(items))}
+
+
+def summarise_detector(out: str | Path, boards: Sequence[BoardPair] | None = None) -> dict[str, Any]:
     """Pooled figures of the folds with detector scores: the tile model at its out-of-group threshold (accuracy
-    policy), the detector, and either (also with only the detections at :data:`EITHER_CUTS` or above)."""
+    policy), the detector, and either (also with only the detections at :data:`EITHER_CUTS` or above); given
+    the data set's ``boards``, also the detections scored as boxes (:func:`box_figures`, key ``boxes``)."""
     out = Path(out)
     data = held_out(out)
     groups = list(data.records)
@@ -197,6 +231,8 @@ def summarise_detector(out: str | Path) -> dict[str, Any]:
     if folds:
         lab, dfc = np.concatenate(labels), np.concatenate(defect)
         result["pooled"] = {name: _row(np.concatenate(v), lab, dfc) for name, v in rows.items()}
+        if boards is not None:
+            result["boxes"] = box_figures(out, list(folds), boards)
     return result
 
 
@@ -237,7 +273,30 @@ def render_detector(result: dict[str, Any]) -> str:
             f"| {g} | {f['boards']} | {_pct(a['tile model'])} | {_pct(a['detector'])} | {_pct(a['either'])} | "
             f"{f['train_seconds']:.0f} | {f['detect_seconds']:.0f} |"
         )
+    if "boxes" in result:
+        lines += ["", *_render_boxes(result["boxes"])]
     return "\n".join(lines) + "\n"
+
+
+def _render_boxes(boxes: dict[str, Any]) -> list[str]:
+    """The box table's lines: one row per held-out group, then the pooled row."""
+    types = list(boxes["pooled"]["recall_by_type"])
+    lines = [
+        "Boxes with types by DeepPCB's protocol (IoU > 0.33, type must match), each held-out design judged by the "
+        "detector that never saw it; recall by type %:",
+        "",
+        "| held-out group | boards | defects | P % | R % | F % | AP % | " + " | ".join(types) + " |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(types),
+    ]
+    rows = [*boxes["folds"].items(), ("**pooled**", boxes["pooled"])]
+    for name, b in rows:
+        lines.append(
+            f"| {name} | {b['n_images']} | {b['n_gt']} | {_pct(b['precision'])} | {_pct(b['recall'])} | "
+            f"{_pct(b['f_score'])} | {_pct(b['ap'])} | "
+            + " | ".join(_pct(b["recall_by_type"].get(t)) for t in types)
+            + " |"
+        )
+    return lines
 
 
 def run_cv_detector(
@@ -265,9 +324,7 @@ def run_cv_detector(
     out = Path(out)
     data = held_out(out)
     settings = settings or DetectorFoldSettings()
-    cfg = data.request["config"]
-    root = data_root or cfg["data"]["root"]
-    boards = read_boards(root, cfg["data"].get("split", "trainval.txt")).pairs
+    boards = _boards(data.request, data_root)
     finished = list(data.records)
     missing = sorted(set(only or []) - set(finished))
     if missing:
@@ -275,14 +332,30 @@ def run_cv_detector(
     for group in [g for g in finished if not only or g in only]:
         log.info("detector for the fold holding %s out", group)
         detect_fold(out, group, boards, settings, progress)
-        detector_report(out)
-    return detector_report(out)
+        detector_report(out, boards=boards)
+    return detector_report(out, boards=boards)
 
 
-def detector_report(out: str | Path) -> dict[str, Any]:
+def _boards(request: dict[str, Any], data_root: str | Path | None) -> list[BoardPair]:
+    """The cross-validation's boards: from ``data_root`` or the root and split its cv.json names."""
+    data = request["config"]["data"]
+    return read_boards(data_root or data["root"], data.get("split", "trainval.txt")).pairs
+
+
+def detector_report(
+    out: str | Path, data_root: str | Path | None = None, boards: Sequence[BoardPair] | None = None
+) -> dict[str, Any]:
     """Write ``out/detector.json`` and ``out/detector.md`` from the finished folds; the :func:`summarise_detector`
-    result."""
-    result = summarise_detector(out)
+    result, boxes included.
+
+    Args:
+        out: a ``pcbsiam cv`` folder.
+        data_root: the DeepPCB root for the boxes' ground truth (default: the cross-validation's ``data.root``).
+        boards: the boards already read (then ``data_root`` is not read).
+    """
+    if boards is None:
+        boards = _boards(held_out(out).request, data_root)
+    result = summarise_detector(out, boards)
     write_json(Path(out) / "detector.json", result)
     write_text(Path(out) / "detector.md", render_detector(result))
     return result
