@@ -45,7 +45,7 @@ class DetectorTrainConfig:
     """Optimisation settings of the verifier.
 
     Attributes:
-        epochs: passes over the samples.
+        epochs: passes over the samples (6, as `train-detector` and `cv-detector` default to).
         batch_size: windows per step.
         lr: AdamW peak learning rate (one-cycle: 10 % warm-up, then cosine decay).
         weight_decay: AdamW weight decay.
@@ -56,7 +56,7 @@ class DetectorTrainConfig:
         seed: random seed.
     """
 
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
