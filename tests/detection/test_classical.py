@@ -110,6 +110,20 @@ def test_a_vanished_stretch_of_a_track_thinner_than_the_band_is_an_open() -> Non
     assert not WindowSpec(candidates=(("vanished_tracks", False),)).proposer().vanished_tracks
 
 
+def test_a_filled_stretch_of_a_gap_narrower_than_the_band_is_a_short() -> None:
+    template = template_board()
+    template[30:44, 6:90] = COPPER  # the tracks merged into one slab...
+    template[36:39, 6:90] = BACKGROUND  # ...split by a 3 px gap: the band's dilation of the template covers it
+    tested = template.copy()
+    tested[36:39, 30:60] = COPPER  # 30 px of it filled: the two halves joined
+    found = ClassicalDetector(copper="bright", filled_gaps=True).detect(tested, template)
+    assert len(found) == 1 and found.types.tolist() == [2] and overlaps(found.boxes[0], np.s_[36:39, 30:60])
+    assert len(ClassicalDetector(copper="bright").detect(tested, template)) == 0  # off by default: blind to it
+    assert len(ClassicalDetector(copper="bright", filled_gaps=True).detect(template, template)) == 0
+    wide = with_defect(2)  # a short the band sees is proposed once, not again as a filled gap
+    assert len(ClassicalDetector(copper="bright", filled_gaps=True).detect(wide, template_board())) == 1
+
+
 def test_a_bite_shallower_than_the_band_is_proposed_by_the_finer_band() -> None:
     tested = template_board()
     tested[87:90, 40:48] = BACKGROUND  # 3 px deep out of the pad's lower edge: 1 px of it lies below the band

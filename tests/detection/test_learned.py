@@ -14,6 +14,7 @@ from pcbsiam.detection.learned import (
     boxes_in_windows,
     cut_windows,
     load_detector,
+    prefer_rules,
     save_detector,
     split_by_rules,
 )
@@ -151,6 +152,40 @@ def test_the_detector_lets_the_rules_split_their_families_unless_told_not_to(syn
     assert sorted(split.types.tolist()) == expected and 5 in expected  # the rules' isolated copper is named so
     with pytest.raises(ValueError, match="share a type"):
         LearnedDetector(net, BRIGHT, rule_families=((4, 5), (5, 6)))
+
+
+def test_the_rules_win_one_way_only() -> None:
+    # columns: none, open, short, mousebite, spur, spurious copper, pin-hole
+    probs = np.array(
+        [
+            [0.1, 0.6, 0, 0.3, 0, 0, 0],  # network: open; rules: mousebite -> mousebite, 0.9
+            [0.1, 0.3, 0, 0.6, 0, 0, 0],  # network: mousebite; rules: open -> the network's mousebite stays
+            [0.1, 0.7, 0, 0.2, 0, 0, 0],  # network: open; rules: open -> open
+            [0.2, 0.8, 0, 0.0, 0, 0, 0],  # network: open; rules: short -> open
+        ]
+    )
+    kinds = probs[:, 1:].argmax(1) + 1
+    confidence = probs[np.arange(4), kinds]
+    types, conf = prefer_rules(probs, kinds, confidence, np.array([3, 1, 1, 2]), 1, 3)
+    assert types.tolist() == [3, 3, 1, 1]
+    np.testing.assert_allclose(conf, [0.9, 0.6, 0.7, 0.8])
+
+
+def test_the_detector_applies_its_rule_wins(synth_root: Path) -> None:
+    tested, template, _ = _pair(synth_root)
+    net = _sure_net(4)  # spur, for every candidate
+    proposals = BRIGHT.proposer().detect(tested, template)
+    rules = set(proposals.types.tolist()) - {4}
+    assert rules  # the synthetic board's rules name another type somewhere
+    other = min(rules)
+    found = LearnedDetector(net, BRIGHT, nms_iou=1.0, rule_families=(), rule_wins=((4, other),)).detect(
+        tested, template
+    )
+    expected = sorted(other if t == other else 4 for t in proposals.types.tolist())
+    assert sorted(found.types.tolist()) == expected
+    for bad in (((4, 4),), ((0, 3),), ((1, 7),)):
+        with pytest.raises(ValueError, match="rule_wins"):
+            LearnedDetector(net, BRIGHT, rule_wins=bad)
 
 
 def test_eight_views_are_blind_to_a_turn_of_the_window() -> None:

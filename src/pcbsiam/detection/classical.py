@@ -250,6 +250,10 @@ class ClassicalDetector:
             or mousebite). Off here (the classical detector's F and AP move by 0.2 points or less with it), on
             for the learned detector's candidates (:class:`~pcbsiam.detection.learned.WindowSpec`), where it
             finds opens of thin tracks.
+        filled_gaps: also report template background with no tested background within ``k`` px, away from the
+            extra-copper map: the dual of ``vanished_tracks``, a gap between conductors narrower than the band
+            filled with copper, which the band's dilation of the template hides (typed as other extra copper:
+            a short where it joins two conductors). Off by default.
         fine_k: also report missing copper that a ``fine_k``-px band sees (0: none; must be below ``k``), away
             from the missing-copper map: bites shallower than the band, which its erosion hides (typed as
             other missing copper). A finer band also sees the edges' drift, so it proposes several blobs a
@@ -282,6 +286,7 @@ class ClassicalDetector:
     min_piece: int = 10
     thin_opens: bool = True
     vanished_tracks: bool = False
+    filled_gaps: bool = False
     fine_k: int = 0
     pad: int = 10
     min_side: int = 0
@@ -375,9 +380,16 @@ class ClassicalDetector:
                 )
                 add(box, blob, kind)
 
-        for box, blob in candidates(extra, self.merge_px, self.min_pixels):
-            win, blob_w = _in_window(box, blob, self.context_px, tested.shape)
-            add(box, blob, extra_copper_type(blob_w, tested_cu[win], template_cu[win], self.k + self.open_size))
+        def add_extra(defect_map: np.ndarray) -> None:  # typed by the extra-copper rules
+            reach = self.k + self.open_size
+            for box, blob in candidates(defect_map, self.merge_px, self.min_pixels):
+                win, blob_w = _in_window(box, blob, self.context_px, tested.shape)
+                add(box, blob, extra_copper_type(blob_w, tested_cu[win], template_cu[win], reach))
+
+        add_extra(extra)
+        if self.filled_gaps and self.k:
+            filled = ~template_cu & ~dilate(~tested_cu, self.k, self.neighbourhood) & valid
+            add_extra(drop_specks(filled & ~dilate(extra, self.k, "square"), 2))  # not proposed above
         add_missing(missing)
         if self.thin_opens:  # cuts through tracks too thin for the opening: reported only when they split one
             for box, blob in candidates(drop_specks(missing_raw, 2), self.merge_px, self.min_pixels):

@@ -39,6 +39,7 @@ __all__ = [
     "WindowSpec",
     "cut_windows",
     "detector_record",
+    "prefer_rules",
     "split_by_rules",
     "load_detector",
     "save_detector",
@@ -175,6 +176,10 @@ class LearnedDetector:
         rule_families: groups of types the classical rules tell apart better than the network: where the
             network's type and the rules' both lie in one, the rules' is taken (:func:`split_by_rules`). By
             default :data:`RULE_FAMILIES` (measured better on both held-out sets, docs/RESULTS.md); ``()``: none.
+        rule_wins: ``(network type, rules' type)`` pairs of DeepPCB codes where the rules' type is taken, one way
+            only (:func:`prefer_rules`; e.g. ``(1, 3)``: a candidate the network calls an open and the rules a
+            mousebite, a hole that splits no conductor, is a mousebite). Applied after ``rule_families``. None by
+            default: ``(1, 3)`` helped one unseen design and cost F on five others (docs/RESULTS.md).
         fine_band: also propose the missing copper a band this many px wide sees (the proposer's ``fine_k``:
             bites shallower than the 2 px band); 0: the candidates the verifier was trained on, unchanged.
         fine_min_confidence: what a detection from the finer band's candidates must reach (and at least
@@ -202,6 +207,7 @@ class LearnedDetector:
         batch_size: int = 64,
         views: int = 1,
         rule_families: tuple[tuple[int, ...], ...] | None = None,
+        rule_wins: tuple[tuple[int, int], ...] = (),
         fine_band: int = 0,
         fine_min_confidence: float = 0.9,
         views_below: float | None = None,
@@ -238,6 +244,10 @@ class LearnedDetector:
         named = [t for family in self.rule_families for t in family]
         if len(named) != len(set(named)):
             raise ValueError(f"rule_families must not share a type (they apply one after another): {rule_families}")
+        self.rule_wins = tuple((int(a), int(b)) for a, b in rule_wins)
+        codes = range(1, self.net.cfg.num_types + 1)
+        if any(a not in codes or b not in codes or a == b for a, b in self.rule_wins):
+            raise ValueError(f"rule_wins must pair two different type codes in 1..{codes[-1]}, got {rule_wins}")
 
     @property
     def net(self) -> Verifier:
@@ -319,6 +329,8 @@ class LearnedDetector:
         confidence = probs[np.arange(len(kinds)), kinds]
         for family in self.rule_families:
             kinds, confidence = split_by_rules(probs, kinds, confidence, proposals.types, family)
+        for network_type, rules_type in self.rule_wins:
+            kinds, confidence = prefer_rules(probs, kinds, confidence, proposals.types, network_type, rules_type)
         unit = boxes_in_windows(proposals.boxes, windows) + deltas
         boxes = boxes_from_windows(unit, windows)
         height, width = tested.shape
@@ -379,6 +391,36 @@ def split_by_rules(
     """
     both = np.isin(kinds, family) & np.isin(rule_types, family)
     return np.where(both, rule_types, kinds), np.where(both, probs[:, list(family)].sum(1), confidence)
+
+
+def prefer_rules(
+    probs: np.ndarray,
+    kinds: np.ndarray,
+    confidence: np.ndarray,
+    rule_types: np.ndarray,
+    network_type: int,
+    rules_type: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Take the rules' type where the network says ``network_type`` and the rules ``rules_type`` (one way only).
+
+    :func:`split_by_rules` for a pair the rules decide in one direction only: their "no conductor is split"
+    (a mousebite) is topology, while their "a conductor is split" also fires on deep bites. The candidate keeps
+    the network's probability of both types as its confidence.
+
+    Args:
+        probs: (N, 1 + types) class probabilities (column 0: no defect; column k: DeepPCB code k).
+        kinds: (N,) the network's types (DeepPCB codes).
+        confidence: (N,) their probabilities.
+        rule_types: (N,) the rules' types.
+        network_type: the network's type that gives way.
+        rules_type: the rules' type that is taken.
+
+    Returns:
+        The types and confidences, changed where the network says ``network_type`` and the rules ``rules_type``.
+    """
+    wins = (kinds == network_type) & (rule_types == rules_type)
+    pair = probs[:, network_type] + probs[:, rules_type]
+    return np.where(wins, rules_type, kinds), np.where(wins, pair, confidence)
 
 
 def save_detector(path: str | Path, net: CandidateNet, spec: WindowSpec, record: dict[str, Any]) -> Path:
