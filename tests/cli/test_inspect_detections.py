@@ -38,6 +38,13 @@ def test_single_pair_reports_and_draws_the_detections(
     assert set(report["detections"][0]) == {"box", "type", "code", "confidence"}
     assert "detect" in report["timings"]
     assert (tmp_path / "one" / "overlay.png").stat().st_size > 1000
+    # every detection flags its tiles at cut 0; the cut needs a detector
+    code, _, err = run_cli(capsys, *args, "--detector", "classical", "--flag-detections", "0", "--out", tmp_path / "f")
+    assert code == 0, err
+    flagged = json.loads((tmp_path / "f" / "report.json").read_text())
+    assert any(t["detected"] and t["defective"] for t in flagged["tiles"]) and flagged["verdict"] == "defective"
+    code, _, err = run_cli(capsys, *args, "--flag-detections", "0.99", "--out", tmp_path / "none")
+    assert code != 0 and "needs a detector" in err
 
 
 def test_batch_writes_result_files_and_the_protocol_figures(

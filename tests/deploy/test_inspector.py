@@ -273,3 +273,44 @@ def test_flags_says_which_annotated_boxes_have_their_centre_in_a_flagged_tile() 
     # centres (x, y): (4, 4) left tile, (14, 4) right tile, (9, 2) left tile, (4, 14) below the board
     assert inspection.flags(boxes).tolist() == [False, True, False, False]
     assert inspection.flags(np.zeros((0, 5), np.int64)).tolist() == []
+
+
+class _FixedDetector:
+    """A detector that reports the same boxes on every pair."""
+
+    def __init__(self, rows: list[tuple[float, float, float, float, float, int]]) -> None:
+        self.rows = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+
+    def detect(self, tested: np.ndarray, template: np.ndarray):  # noqa: ANN201
+        from pcbsiam.data.registration import Shift
+        from pcbsiam.detection.records import Detections
+
+        r = self.rows
+        return Detections(r[:, :4], r[:, 4], r[:, 5].astype(np.int64), Shift(0, 0, 1.0))
+
+
+def test_confident_detections_flag_the_tiles_holding_half_their_box(tmp_path: Path) -> None:
+    pair = generate_pair(np.random.default_rng(5), size=256)
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "b.bundle", patch=64, input_size=64))
+    with torch.no_grad():
+        bundle.model.threshold.fill_(1e9)  # no tile is defective by its score
+    detector = _FixedDetector(
+        [
+            (10, 10, 30, 30, 0.995, 3),  # inside the tile at (0, 0)
+            (100, 54, 120, 74, 0.995, 1),  # half in the tile at (0, 64), half in (64, 64): both
+            (200, 200, 220, 220, 0.6, 2),  # below the cut: flags nothing
+        ]
+    )
+    plain = Inspector(bundle, detector=detector).inspect(pair.tested, pair.template)
+    assert not plain.defective and not any(t.detected for t in plain.tiles) and len(plain.detections) == 3
+    flagged = Inspector(bundle, detector=detector, flag_detections=0.99).inspect(pair.tested, pair.template)
+    marked = sorted((t.y, t.x) for t in flagged.tiles if t.defective)
+    assert marked == [(0, 0), (0, 64), (64, 64)] and flagged.defective
+    assert all(t.detected == t.defective for t in flagged.tiles)
+    assert flagged.to_dict()["defective_tiles"] == 3
+    low = Inspector(bundle, detector=detector, flag_detections=0.5).inspect(pair.tested, pair.template)
+    assert (192, 192) in [(t.y, t.x) for t in low.tiles if t.detected]
+    with pytest.raises(PcbsiamError, match="needs a detector"):
+        Inspector(bundle, flag_detections=0.99)
+    with pytest.raises(PcbsiamError, match=r"\[0, 1\]"):
+        Inspector(bundle, detector=detector, flag_detections=1.5)

@@ -465,6 +465,18 @@ def test_a_database_of_the_older_version_opens_and_gains_the_detections_table(
         assert con.execute("SELECT count(*) FROM detections").fetchone()[0] == len(new.json()["detections"])
 
 
+def test_flagging_detections_make_their_tiles_defective(serve_bundle: Path, tmp_path: Path) -> None:
+    from pcbsiam.errors import PcbsiamError
+
+    app = create_app(serve_bundle, f"sqlite:///{tmp_path / 'f.db'}", detector="classical", flag_detections=0.0)
+    with TestClient(app, base_url="http://localhost") as c:
+        body = post(c, png_bytes(bad_board()), template=png_bytes(good_board())).json()
+    detected = [t for t in body["tiles"] if t["detected"]]
+    assert body["detections"] and detected and all(t["defective"] for t in detected)
+    with pytest.raises(PcbsiamError, match="needs a detector"):
+        create_app(serve_bundle, f"sqlite:///{tmp_path / 'g.db'}", flag_detections=0.99)
+
+
 def test_an_unknown_detector_is_refused_before_serving(serve_bundle: Path, tmp_path: Path) -> None:
     from pcbsiam.errors import PcbsiamError
 

@@ -164,6 +164,19 @@ def detector_engine_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def flag_detections_option(parser: argparse.ArgumentParser) -> None:
+    """``--flag-detections C``: tiles holding half of a detection's box at confidence C or more are defective."""
+    parser.add_argument(
+        "--flag-detections",
+        type=bounded(float, 0.0, 1.0),
+        default=None,
+        metavar="C",
+        help="with --detector: a tile holding at least half of the box of a detection with confidence C or more "
+        "is defective too, and so is the board (0.99 met every target on DeepPCB's held-out designs, "
+        "docs/RESULTS.md; default: the tiles' scores alone decide)",
+    )
+
+
 def file_mb(path: str | Path) -> float:
     """A file's size in MiB, to a tenth."""
     return round(Path(path).stat().st_size / 2**20, 1)

@@ -15,6 +15,7 @@ from pcbsiam.cli.common import (
     detector_engine_option,
     device_option,
     engine_options,
+    flag_detections_option,
     inference_of,
     inference_options,
     json_option,
@@ -228,6 +229,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         max_shift=args.max_shift,
         engine=engine_for(args.engine, bundle, threads),
         detector=detector,
+        flag_detections=args.flag_detections,
     )
     out = Path(args.out)
     if not args.batch:
@@ -478,8 +480,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="{classical,PATH}",
         help="also find typed defect boxes: 'classical', or a detector file of `pcbsiam train-detector` "
-        "(default: none); the tile verdicts do not change",
+        "(default: none); the tile verdicts do not change unless --flag-detections",
     )
     detector_engine_option(i)
+    flag_detections_option(i)
     i.add_argument("--out", required=True, type=out_folder, help="output folder")
     i.set_defaults(func=cmd_inspect)

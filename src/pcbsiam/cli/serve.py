@@ -17,6 +17,7 @@ from pcbsiam.cli.common import (
     bounded,
     detector_engine_option,
     device_option,
+    flag_detections_option,
     model_option,
     quiet,
     tiling_options,
@@ -48,6 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store_images=not args.no_store_images,
         detector=args.detector,
         detector_engine=args.detector_engine,
+        flag_detections=args.flag_detections,
         engine=args.engine,
     )
     app = create_app(args.model, db_url=args.db, token=args.token or None, settings=settings)
@@ -140,9 +142,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="{classical,PATH}",
         help="also find typed defect boxes in each inspection: 'classical', or a detector file of "
-        "`pcbsiam train-detector` (default: none); recorded and drawn, the verdict stays the tiles'",
+        "`pcbsiam train-detector` (default: none); recorded and drawn, the verdict stays the tiles' unless "
+        "--flag-detections",
     )
     detector_engine_option(s)
+    flag_detections_option(s)
     s.add_argument(
         "--engine",
         default="torch",

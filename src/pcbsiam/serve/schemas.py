@@ -16,7 +16,12 @@ class Tile(BaseModel):
     h: int = Field(description="tile height, px")
     w: int = Field(description="tile width, px")
     score: float = Field(description="the model's score of the tile against its reference tile (see score_name)")
-    defective: bool = Field(description="score > threshold")
+    defective: bool = Field(description="score > threshold, or a flagging detection (see detected)")
+    detected: bool = Field(
+        default=False,
+        description="a detection at the service's --flag-detections confidence or more has at least half of its "
+        "box in the tile, which makes it defective",
+    )
 
 
 class DetectionOut(BaseModel):
@@ -51,7 +56,7 @@ class InspectionSummary(BaseModel):
     id: str = Field(description="uuid4 of the inspection")
     created_at: datetime = Field(description="when the inspection was recorded, UTC")
     verdict: Literal["defective", "pass"]
-    defective: bool = Field(description="True when any tile is above the threshold")
+    defective: bool = Field(description="True when any tile is defective")
     threshold: float = Field(description="the model's calibrated threshold on the tile score")
     max_score: float = Field(description="largest tile score")
     score_name: str = Field(description="what the scores are: 'L2 distance' (paper's mode) or 'defect score (logit)'")

@@ -29,7 +29,13 @@ from PIL import Image, UnidentifiedImageError
 from pcbsiam.data.images import to_gray
 from pcbsiam.deploy.backends import engine_for
 from pcbsiam.deploy.bundle import load_bundle
-from pcbsiam.deploy.inspector import Inspection, Inspector, TileResult, make_inspection_detector
+from pcbsiam.deploy.inspector import (
+    Inspection,
+    Inspector,
+    TileResult,
+    check_flag_detections,
+    make_inspection_detector,
+)
 from pcbsiam.errors import PcbsiamError, RegistrationError
 from pcbsiam.ready import resolve_model
 from pcbsiam.serve.db import InspectionStore, StoreUnavailable
@@ -193,6 +199,8 @@ class ServiceSettings:
             detector takes copper to be dark, as in DeepPCB's images, and adds its time to each inspection's.
         detector_engine: ``torch``, or an ONNX graph of the learned detector's verifier (``pcbsiam
             export-detector``, fp32 or int8) that ONNX Runtime runs in its place.
+        flag_detections: with a detector, tiles holding half of the box of a detection with this confidence or
+            more are defective too, and so is the board (``Inspector(flag_detections=...)``); None: the tiles'.
         engine: ``torch`` (the bundle's network), or an ONNX graph exported from the bundle (``pcbsiam
             export``, fp32 or int8) that every worker thread runs with ONNX Runtime.
     """
@@ -210,6 +218,7 @@ class ServiceSettings:
     store_images: bool = True
     detector: str | None = None
     detector_engine: str = "torch"
+    flag_detections: float | None = None
     engine: str = "torch"
 
     def __post_init__(self) -> None:
@@ -225,6 +234,7 @@ class ServiceSettings:
         if isinstance(self.allowed_hosts, str) or not host_names(self.allowed_hosts):
             raise PcbsiamError(f"allowed_hosts must be a non-empty list of host names, got {self.allowed_hosts!r}")
         object.__setattr__(self, "allowed_hosts", host_names(self.allowed_hosts))
+        check_flag_detections(self.flag_detections, self.detector is not None)
 
     @property
     def inspector_args(self) -> dict[str, Any]:
@@ -274,7 +284,11 @@ class InspectionService:
         inspector = getattr(self._local, "inspector", None)
         if inspector is None:
             inspector = self._local.inspector = Inspector(
-                self.bundle, **self.settings.inspector_args, engine=self.engine, detector=self.detector
+                self.bundle,
+                **self.settings.inspector_args,
+                engine=self.engine,
+                detector=self.detector,
+                flag_detections=self.settings.flag_detections,
             )
         return inspector
 
@@ -392,7 +406,15 @@ class InspectionService:
             "tile_count": len(result.tiles),
             "defective_tiles": sum(t.defective for t in result.tiles),
             "tiles": [
-                {"y": t.y, "x": t.x, "h": t.h, "w": t.w, "score": float(t.score), "defective": t.defective}
+                {
+                    "y": t.y,
+                    "x": t.x,
+                    "h": t.h,
+                    "w": t.w,
+                    "score": float(t.score),
+                    "defective": t.defective,
+                    "detected": t.detected,
+                }
                 for t in result.tiles
             ],
             "tested_sha256": tested.sha256,
