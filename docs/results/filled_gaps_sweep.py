@@ -18,15 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from sweep_common import board_options, boards_of, report_line
 
-from pcbsiam.cli.detect import select_boards
 from pcbsiam.data.deeppcb import read_detections, write_detections
 from pcbsiam.data.images import load_gray
-from pcbsiam.data.sources import read_boards
 from pcbsiam.detection.learned import load_detector
 from pcbsiam.evaluation.detection import evaluate_detections
-
-DATA = "../shared/datasets/DeepPCB"
 
 
 def as_written(rows: np.ndarray, name: str) -> np.ndarray:
@@ -40,14 +37,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("results", type=Path)
-    ap.add_argument("--subset")
-    ap.add_argument("--holdout-groups")
-    ap.add_argument("--group")
+    board_options(ap)
     args = ap.parse_args()
-    if args.group:
-        boards = [p for p in read_boards(DATA, "trainval.txt").pairs if p.group == args.group]
-    else:
-        boards = select_boards(DATA, "trainval.txt", args.subset, args.holdout_groups)[0]
+    boards = boards_of(args)
     plain = load_detector(args.model, views=4, fine_band=1)
     gaps = load_detector(args.model, views=4, fine_band=1)
     gaps.nets = plain.nets
@@ -70,12 +62,7 @@ def main() -> None:
         "boards differ from their stored file)"
     )
     for name, items in (("stored", before), ("with filled gaps", after)):
-        r = evaluate_detections(items)
-        types = " ".join(f"{t} {100 * v['recall']:.2f}" for t, v in r.per_type().items() if v["recall"] is not None)
-        print(
-            f"{name}: P/R/F/AP {100 * r.precision:.2f} / {100 * r.recall:.2f} / {100 * r.f_score:.2f} / "
-            f"{100 * r.ap:.2f}; {types}"
-        )
+        print(report_line(name, evaluate_detections(items)))
 
 
 if __name__ == "__main__":

@@ -16,29 +16,21 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from sweep_common import board_options, boards_of, report_line
 
-from pcbsiam.cli.detect import select_boards
 from pcbsiam.data.images import load_gray
-from pcbsiam.data.sources import read_boards
 from pcbsiam.detection.learned import load_detector
 from pcbsiam.evaluation.detection import evaluate_detections
-
-DATA = "../shared/datasets/DeepPCB"
 
 
 def main() -> None:
     """Detect the boards once, type them both ways, print the two rows."""
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
-    ap.add_argument("--subset")
-    ap.add_argument("--holdout-groups")
-    ap.add_argument("--group")
+    board_options(ap)
     ap.add_argument("--views", type=int, default=4)
     args = ap.parse_args()
-    if args.group:
-        boards = [p for p in read_boards(DATA, "trainval.txt").pairs if p.group == args.group]
-    else:
-        boards = select_boards(DATA, "trainval.txt", args.subset, args.holdout_groups)[0]
+    boards = boards_of(args)
     plain = load_detector(args.model, views=args.views, fine_band=1)
     wins = load_detector(args.model, views=args.views, fine_band=1, rule_wins=((1, 3),))
     wins.nets = plain.nets
@@ -61,12 +53,7 @@ def main() -> None:
         items["open -> mousebite by the rules"].append((p.name, p.boxes, b))
     print(f"{args.model}: {len(boards)} boards")
     for name, rows in items.items():
-        r = evaluate_detections(rows)
-        types = " ".join(f"{t} {100 * v['recall']:.2f}" for t, v in r.per_type().items() if v["recall"] is not None)
-        print(
-            f"{name}: P/R/F/AP {100 * r.precision:.2f} / {100 * r.recall:.2f} / {100 * r.f_score:.2f} / "
-            f"{100 * r.ap:.2f}; {types}"
-        )
+        print(report_line(name, evaluate_detections(rows)))
 
 
 if __name__ == "__main__":
