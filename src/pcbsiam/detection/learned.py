@@ -178,7 +178,7 @@ class LearnedDetector:
             default :data:`RULE_FAMILIES` (measured better on both held-out sets, docs/RESULTS.md); ``()``: none.
         rule_wins: ``(network type, rules' type)`` pairs of DeepPCB codes where the rules' type is taken, one way
             only (:func:`prefer_rules`; e.g. ``(1, 3)``: a candidate the network calls an open and the rules a
-            mousebite, a hole that splits no conductor, is a mousebite). Applied after ``rule_families``. None by
+            mousebite, a hole that splits no conductor, is a mousebite). Applied after ``rule_families``. Empty by
             default: ``(1, 3)`` helped one unseen design and cost F on five others (docs/RESULTS.md).
         fine_band: also propose the missing copper a band this many px wide sees (the proposer's ``fine_k``:
             bites shallower than the 2 px band); 0: the candidates the verifier was trained on, unchanged.
