@@ -60,7 +60,8 @@ def test_inspect_with_template_then_db_round_trip(client: TestClient, db_path: P
     assert body["shift"] == {"dy": 0, "dx": 0, "score": pytest.approx(body["shift"]["score"])}
     assert len(body["tiles"]) == body["tile_count"] == 9
     assert body["defective_tiles"] == sum(t["defective"] for t in body["tiles"]) >= 1
-    assert set(body["tiles"][0]) == {"y", "x", "h", "w", "score", "defective"}
+    assert set(body["tiles"][0]) == {"y", "x", "h", "w", "score", "defective", "detected"}
+    assert not any(t["detected"] for t in body["tiles"])  # no detector: only the scores decide
     assert body["board"] is None and body["reference_filename"] == "template.png"
     assert body["seconds"] > 0 and body["created_at"].endswith(("Z", "+00:00"))
 
