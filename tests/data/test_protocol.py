@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pcbsiam.data.deeppcb import read_deeppcb
-from pcbsiam.data.protocol import cut_patches, grid_origins, label_patch, overlap_fractions
+from pcbsiam.data.protocol import cut_patches, grid_origins, held_boxes, label_patch, overlap_fractions
 from pcbsiam.data.records import BoardPair
 
 
@@ -22,6 +22,13 @@ def test_overlap_fraction_half_open() -> None:
     boxes = np.array([[120, 0, 136, 10, 1]])  # 16 px wide, 8 inside [0,128)
     assert overlap_fractions(boxes, 0, 0, 128, 128).tolist() == [0.5]
     assert overlap_fractions(np.array([[128, 0, 140, 10, 1]]), 0, 0, 128, 128).tolist() == [0.0]
+
+
+def test_a_patch_holds_the_boxes_with_half_their_area_inside() -> None:
+    detections = np.array([[120, 0, 136, 10, 0.9, 3], [121, 0, 137, 10, 0.9, 3], [0, 0, 4, 4, 0.2, 1]])  # x1..type
+    assert held_boxes(detections, 0, 0, 128, 128).tolist() == [True, False, True]  # 8/16 held, 7/16 not
+    assert held_boxes(detections[:, :4], 0, 0, 128, 128, min_fraction=0.6).tolist() == [False, False, True]
+    assert held_boxes(np.zeros((0, 4)), 0, 0, 128, 128).tolist() == []
 
 
 def test_labels_hand_made_board() -> None:

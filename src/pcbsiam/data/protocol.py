@@ -120,7 +120,8 @@ def overlap_fractions(boxes: np.ndarray, y: int, x: int, h: int, w: int) -> np.n
     """Share of each box's area inside the patch ``[y, y+h) x [x, x+w)``.
 
     Args:
-        boxes: (N, 5) rows ``x1 y1 x2 y2 type``.
+        boxes: (N, 4 or more) rows beginning ``x1 y1 x2 y2`` (annotations ``... type``, detections
+            ``... confidence type``).
 
     Returns:
         (N,) float64 in [0, 1].
@@ -131,6 +132,12 @@ def overlap_fractions(boxes: np.ndarray, y: int, x: int, h: int, w: int) -> np.n
     iw = np.clip(np.minimum(x2, x + w) - np.maximum(x1, x), 0, None)
     ih = np.clip(np.minimum(y2, y + h) - np.maximum(y1, y), 0, None)
     return (iw * ih) / ((x2 - x1) * (y2 - y1))
+
+
+def held_boxes(boxes: np.ndarray, y: int, x: int, h: int, w: int, min_fraction: float = 0.5) -> np.ndarray:
+    """(N,) bool: the boxes with at least ``min_fraction`` of their area inside the patch, the protocol's rule for
+    a defective patch (:func:`label_patch`), here for any boxes (e.g. detections, ``x1 y1 x2 y2 ...`` rows)."""
+    return overlap_fractions(boxes, y, x, h, w) >= min_fraction
 
 
 def label_patch(boxes: np.ndarray, y: int, x: int, h: int, w: int, min_fraction: float = 0.5) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pcbsiam.data.crops import PatchCropper, PatchSpec
-from pcbsiam.data.protocol import PATCH_DTYPE, PatchIndex, overlap_fractions, tile_grid
+from pcbsiam.data.protocol import PATCH_DTYPE, PatchIndex, held_boxes, tile_grid
 from pcbsiam.data.records import BoardPair
 from pcbsiam.data.registration import Shift, estimate_shift
 from pcbsiam.data.store import BoardStore
@@ -194,11 +194,11 @@ def check_flag_detections(value: float | None, has_detector: bool) -> None:
 def flag_by_detections(tiles: Sequence[TileResult], detections: Sequence[dict], cut: float) -> None:
     """Mark defective (and ``detected``) every tile holding at least half of the box of a detection whose
     confidence is ``cut`` or more (records as :attr:`Inspection.detections` holds them)."""
-    boxes = np.array([[*d["box"], 0] for d in detections if d["confidence"] >= cut], dtype=np.float64).reshape(-1, 5)
+    boxes = np.array([d["box"] for d in detections if d["confidence"] >= cut], dtype=np.float64).reshape(-1, 4)
     if not len(boxes):
         return
     for t in tiles:
-        if (overlap_fractions(boxes, t.y, t.x, t.h, t.w) >= 0.5).any():
+        if held_boxes(boxes, t.y, t.x, t.h, t.w).any():
             t.defective = t.detected = True
 
 

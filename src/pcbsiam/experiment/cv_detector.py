@@ -31,7 +31,7 @@ import numpy as np
 
 from pcbsiam.data.deeppcb import read_detections, write_detections
 from pcbsiam.data.images import load_gray
-from pcbsiam.data.protocol import label_patch, overlap_fractions, tile_grid
+from pcbsiam.data.protocol import held_boxes, label_patch, tile_grid
 from pcbsiam.data.records import BoardPair
 from pcbsiam.data.sources import read_boards
 from pcbsiam.errors import ConfigError, DataError
@@ -93,12 +93,11 @@ def detector_patch_scores(
     scores, labels = [], []
     for pair, det, (h, w) in zip(pairs, detections, shapes, strict=True):
         det = np.asarray(det, dtype=np.float64).reshape(-1, 6)
-        as_boxes = det[:, [0, 1, 2, 3, 5]]
         for y, x, ph, pw in tile_grid(h, w, PATCH).tolist():
             label, _ = label_patch(pair.boxes, y, x, ph, pw)
             if label < 0:
                 continue
-            inside = overlap_fractions(as_boxes, y, x, ph, pw) >= 0.5
+            inside = held_boxes(det, y, x, ph, pw)
             scores.append(float(det[inside, 4].max()) if inside.any() else 0.0)
             labels.append(label)
     return np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
