@@ -11,7 +11,6 @@ the patch (cv-detector's rule). Prints pooled accuracy, recall, false alarms and
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import numpy as np
 from pcbsiam.data.deeppcb import read_detections
 from pcbsiam.data.defects import DEFECT_CODES, defect_name
 from pcbsiam.data.sources import read_boards
-from pcbsiam.experiment.cv import fold_dir, held_out, out_of_group_thresholds
+from pcbsiam.experiment.cv import figures_at, fold_dir, held_out, out_of_group_thresholds
 from pcbsiam.experiment.cv_detector import detector_patch_scores
 
 TYPE_SETS = {"any": None, "mousebite": {"mousebite"}, "mousebite+open": {"mousebite", "open"}}
@@ -37,15 +36,13 @@ def typed_scores(boards: list, results: Path, types: set[str] | None) -> tuple[n
     return detector_patch_scores(boards, found, [(640, 640)] * len(boards))
 
 
-def row(name: str, pred: np.ndarray, labels: np.ndarray, defect: np.ndarray) -> None:
-    """Print one verdict's pooled figures."""
-    pos = labels == 1
-    by_type = Counter(defect_name(int(d)) for d in defect[pos])
-    hit = Counter(defect_name(int(d)) for d in defect[pos & pred])
-    types = " | ".join(f"{100 * hit[t] / n:.2f}" for t, n in sorted(by_type.items()))
+def row(name: str, pred: np.ndarray, labels: np.ndarray, defect: np.ndarray, types: list[str]) -> None:
+    """Print one verdict's pooled figures (the cross-validation's own, :func:`figures_at` of 0/1 verdicts)."""
+    fig = figures_at(pred.astype(np.float64), labels, defect, 0.5)
+    by_type = " | ".join(f"{100 * fig['by_type'][t]:.2f}" for t in types)
     print(
-        f"| {name} | {100 * (pred == pos).mean():.2f} | {100 * pred[pos].mean():.2f} | "
-        f"{100 * pred[~pos].mean():.2f} | {types} |"
+        f"| {name} | {100 * fig['accuracy']:.2f} | {100 * fig['recall']:.2f} | "
+        f"{100 * fig['false_alarm_rate']:.2f} | {by_type} |"
     )
 
 
@@ -79,7 +76,7 @@ def main(cv_dir: Path) -> None:
     print("| verdict | accuracy | recall | false alarms | " + " | ".join(names) + " |")
     print("| --- | ---: | ---: | ---: |" + " ---: |" * len(names))
     for name, v in preds.items():
-        row(name, np.concatenate(v), lab, dfc)
+        row(name, np.concatenate(v), lab, dfc, names)
 
 
 if __name__ == "__main__":
