@@ -328,11 +328,12 @@ def run_cv_detector(
     missing = sorted(set(only or []) - set(finished))
     if missing:
         raise ConfigError(f"no finished fold for {missing} in {out}; finished: {finished}")
+    result = None
     for group in [g for g in finished if not only or g in only]:
         log.info("detector for the fold holding %s out", group)
         detect_fold(out, group, boards, settings, progress)
-        detector_report(out, boards=boards)
-    return detector_report(out, boards=boards)
+        result = detector_report(out, boards=boards)  # after each fold, so an interrupted run leaves its report
+    return result if result is not None else detector_report(out, boards=boards)
 
 
 def _boards(request: dict[str, Any], data_root: str | Path | None) -> list[BoardPair]:
