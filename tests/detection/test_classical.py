@@ -225,6 +225,21 @@ def test_real_deeppcb_boards_are_mostly_found(shared_deeppcb: Path) -> None:
     assert total > 0 and matched >= 0.8 * total, f"{matched} of {total} annotated defects found"
 
 
+def test_a_spur_shallower_than_the_band_is_proposed_by_the_finer_band_with_fine_extra() -> None:
+    tested = template_board()
+    tested[17:20, 40:54] = COPPER  # a 3 px stub on track A's upper edge: 1 px of it lies beyond the band
+    loose = {"copper": "bright", "min_pixels": 4, "open_size": 2}  # as the learned detector's candidates
+    assert len(ClassicalDetector(**loose).detect(tested, template_board())) == 0
+    assert len(ClassicalDetector(**loose, fine_k=1).detect(tested, template_board())) == 0  # missing copper only
+    found, from_fine = ClassicalDetector(**loose, fine_k=1, fine_extra=True).propose(tested, template_board())
+    assert found.types.tolist() == [4] and from_fine.tolist() == [True]  # a spur, from the finer band
+    assert overlaps(found.boxes[0], np.s_[17:20, 40:54])
+    clean = ClassicalDetector(copper="bright", fine_k=1, fine_extra=True).detect(template_board(), template_board())
+    assert len(clean) == 0
+    deep = with_defect(4)  # a spur the band sees is proposed once, not again by the finer band
+    assert len(ClassicalDetector(copper="bright", fine_k=1, fine_extra=True).detect(deep, template_board())) == 1
+
+
 def test_propose_marks_the_boxes_only_the_finer_band_found() -> None:
     tested = with_defect(3)  # a bite the 2 px band sees, out of track B...
     tested[87:90, 40:48] = BACKGROUND  # ...and a shallower one out of the pad, which only the 1 px band sees

@@ -259,6 +259,9 @@ class ClassicalDetector:
             other missing copper). A finer band also sees the edges' drift, so it proposes several blobs a
             board that are no defect: meant for the learned detector's candidates, whose verifier is trained
             on them.
+        fine_extra: with ``fine_k``, also report the extra copper the finer band sees, away from what was
+            proposed: spurs and shorts shallower than the band, which its dilation hides (typed as other extra
+            copper). Off by default.
         pad: pixels added on every side of a blob's bounding box (DeepPCB boxes are loose).
         min_side: boxes narrower than this (px) are widened about their centre (after padding).
         score_scale: confidence is ``1 - exp(-pixels / score_scale)`` for a blob of ``pixels`` defect pixels.
@@ -288,6 +291,7 @@ class ClassicalDetector:
     vanished_tracks: bool = False
     filled_gaps: bool = False
     fine_k: int = 0
+    fine_extra: bool = False
     pad: int = 10
     min_side: int = 0
     score_scale: float = 10.0
@@ -387,9 +391,12 @@ class ClassicalDetector:
                 add(box, blob, extra_copper_type(blob_w, tested_cu[win], template_cu[win], reach))
 
         add_extra(extra)
+        extra_proposed = extra
         if self.filled_gaps and self.k:
             filled = ~template_cu & ~dilate(~tested_cu, self.k, self.neighbourhood) & valid
-            add_extra(drop_specks(filled & ~dilate(extra, self.k, "square"), 2))  # not proposed above
+            filled = drop_specks(filled & ~dilate(extra, self.k, "square"), 2)  # not proposed above
+            extra_proposed = extra_proposed | filled
+            add_extra(filled)
         add_missing(missing)
         if self.thin_opens:  # cuts through tracks too thin for the opening: reported only when they split one
             for box, blob in candidates(drop_specks(missing_raw, 2), self.merge_px, self.min_pixels):
@@ -406,9 +413,10 @@ class ClassicalDetector:
             add_missing(gone)
         coarse = len(rows)  # rows from here on come from the finer band
         if self.fine_k:  # bites shallower than the band: the finer band's missing copper the band did not see
-            _, fine = defect_maps(tested_cu, template_cu, valid, self.fine_k, self.neighbourhood, 2)
-            fine &= ~dilate(proposed, self.k, "square")
-            add_missing(fine)
+            fine_x, fine = defect_maps(tested_cu, template_cu, valid, self.fine_k, self.neighbourhood, 2)
+            add_missing(fine & ~dilate(proposed, self.k, "square"))
+            if self.fine_extra:  # and spurs or shorts shallower than the band
+                add_extra(fine_x & ~dilate(extra_proposed, self.k, "square"))
         if not rows:
             return Detections.empty(shift), np.zeros(0, dtype=bool)
         arr = np.asarray(rows, dtype=np.float64)
