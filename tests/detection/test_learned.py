@@ -10,9 +10,11 @@ from pcbsiam.detection.learned import (
     LearnedDetector,
     WindowSpec,
     aligned_template,
+    at_edge,
     boxes_from_windows,
     boxes_in_windows,
     cut_windows,
+    drop_pieces,
     load_detector,
     prefer_rules,
     save_detector,
@@ -296,7 +298,7 @@ def test_the_finer_bands_candidates_must_reach_their_stricter_confidence() -> No
         net.classify.bias[3] = float(np.log(24.0))  # every window a mousebite at 24 / (24 + 6) = 0.8
     for fine_band, fine_min, boxes in ((0, 0.9, 1), (1, 0.9, 1), (1, 0.7, 2), (1, 0.4, 2)):
         found = LearnedDetector(
-            net, BRIGHT, nms_iou=1.0, rule_families=(), fine_band=fine_band, fine_min_confidence=fine_min
+            net, BRIGHT, nms_iou=1.0, rule_families=(), fine_band=fine_band, fine_min_confidence=fine_min, edge_weight=1
         ).detect(tested, template)
         assert len(found) == boxes, (fine_band, fine_min)
         np.testing.assert_allclose(found.scores, 0.8, atol=1e-4)
@@ -321,3 +323,38 @@ def test_the_finer_bands_boxes_come_second_in_the_suppression() -> None:
     assert detector._suppress(boxes, confidence, fine).tolist() == [2, 0, 4]
     assert detector._suppress(boxes, confidence, np.zeros(5, bool)).tolist() == [1, 2, 0, 4]  # plain NMS
     assert detector._suppress(boxes[1:4], confidence[1:4], fine[1:4]).tolist() == [0, 1]  # no box of the band
+
+
+def test_a_piece_inside_a_more_confident_box_of_its_type_is_dropped() -> None:
+    boxes = np.array([[0, 0, 40, 20], [30, 0, 60, 20], [45, 0, 60, 20], [0, 0, 10, 10], [100, 0, 120, 20]], float)
+    kinds = np.array([2, 2, 2, 1, 2])
+    order = np.array([0, 1, 2, 3, 4])  # most confident first
+    # box 1 lies a third inside box 0 (kept), box 2 wholly inside box 1 (kept), box 3 inside box 0 but of another
+    # type, box 4 apart
+    assert drop_pieces(boxes, kinds, order, 0.5).tolist() == [0, 1, 3, 4]
+    assert drop_pieces(boxes, kinds, order, 0.3).tolist() == [0, 2, 3, 4]  # 1 a piece; 2 then meets no kept box
+    assert drop_pieces(boxes, kinds, np.array([2, 1, 0]), 0.5).tolist() == [2, 0]  # only a kept box takes pieces
+    assert drop_pieces(boxes, kinds, order[:0], 0.5).tolist() == []
+
+
+def test_the_detector_drops_pieces_and_ranks_the_edges_boxes_lower() -> None:
+    tested, template = _bitten_boards()  # the shallow bite's padded box reaches the board's lower edge
+    net, loose = _sure_net(3), {"rule_families": (), "fine_band": 1}
+    plain = LearnedDetector(net, BRIGHT, **loose, piece_share=None, edge_weight=1.0).detect(tested, template)
+    found = LearnedDetector(net, BRIGHT, **loose).detect(tested, template)  # the defaults: 0.5 and 0.5
+    assert len(plain) == len(found) == 2 and np.all(plain.scores > 0.99)
+    plain_edge, edge = at_edge(plain.boxes, tested.shape), at_edge(found.boxes, tested.shape)
+    assert plain_edge.sum() == 1 and edge.tolist() == [False, True]  # the edge's box ranks last, at half
+    np.testing.assert_allclose(found.scores, [plain.scores[~plain_edge][0], 0.5 * plain.scores[plain_edge][0]])
+    assert at_edge(np.array([[1, 5, 9, 9], [2, 2, 8, 8], [3, 5, 9, 15]], float), (15, 10)).tolist() == [
+        True,
+        False,
+        True,
+    ]
+    tested[48:54, 43:49] = 255  # a second bite 7 px from the deep one: proposed apart, the boxes half over each other
+    apart = LearnedDetector(net, BRIGHT, rule_families=(), nms_iou=1.0, piece_share=None)
+    assert len(apart.detect(tested, template)) == 2
+    assert len(LearnedDetector(net, BRIGHT, rule_families=(), nms_iou=1.0).detect(tested, template)) == 1
+    for name in ("piece_share", "edge_weight"):
+        with pytest.raises(ValueError, match=f"{name} must lie"):
+            LearnedDetector(net, BRIGHT, **{name: 0.0})
