@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-from sweep_common import board_options, boards_of, report_line
+from sweep_common import board_options, boards_of, detect_ways, report_line
 
-from pcbsiam.data.images import load_gray
-from pcbsiam.detection.learned import load_detector
 from pcbsiam.evaluation.detection import evaluate_detections
 
 
@@ -31,26 +28,8 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=4)
     args = ap.parse_args()
     boards = boards_of(args)
-    plain = load_detector(args.model, views=args.views, fine_band=1)
-    wins = load_detector(args.model, views=args.views, fine_band=1, rule_wins=((1, 3),))
-    wins.nets = plain.nets
-    seen: list = []
-    verify = plain.verify
-
-    def remember(*a, **k):  # noqa: ANN002, ANN003, ANN202
-        seen.append(verify(*a, **k))
-        return seen[-1]
-
-    plain.verify = remember
-    wins.verify = lambda *a, **k: seen[-1]
-    items = {"today": [], "open -> mousebite by the rules": []}
-    for p in boards:
-        tested, template = load_gray(p.tested), load_gray(p.template)
-        seen.clear()
-        a = plain.detect(tested, template).as_array()
-        b = wins.detect(tested, template).as_array() if seen else np.zeros((0, 6))
-        items["today"].append((p.name, p.boxes, a))
-        items["open -> mousebite by the rules"].append((p.name, p.boxes, b))
+    ways = {"today": {}, "open -> mousebite by the rules": {"rule_wins": ((1, 3),)}}
+    items = detect_ways(args.model, boards, ways, views=args.views, fine_band=1)
     print(f"{args.model}: {len(boards)} boards")
     for name, rows in items.items():
         print(report_line(name, evaluate_detections(rows)))
