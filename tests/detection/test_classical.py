@@ -238,6 +238,8 @@ def test_a_spur_shallower_than_the_band_is_proposed_by_the_finer_band_with_fine_
     assert len(clean) == 0
     deep = with_defect(4)  # a spur the band sees is proposed once, not again by the finer band
     assert len(ClassicalDetector(copper="bright", fine_k=1, fine_extra=True).detect(deep, template_board())) == 1
+    with pytest.raises(ValueError, match="fine_extra .* needs fine_k"):
+        ClassicalDetector(fine_extra=True)
 
 
 def test_propose_marks_the_boxes_only_the_finer_band_found() -> None:

@@ -320,6 +320,8 @@ class ClassicalDetector:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.fine_k and self.fine_k >= self.k:
             raise ValueError(f"fine_k must be below the band k={self.k} (or 0: off), got {self.fine_k}.")
+        if self.fine_extra and not self.fine_k:
+            raise ValueError("fine_extra proposes what the finer band sees: it needs fine_k (1 .. k-1), got fine_k=0.")
         if self.score_scale <= 0:
             raise ValueError(f"score_scale must be positive, got {self.score_scale}.")
 
