@@ -255,3 +255,23 @@ def test_propose_marks_the_boxes_only_the_finer_band_found() -> None:
     assert len(coarse) == 1 and not none.any()
     empty, nothing = fine.propose(template_board(), template_board())
     assert len(empty) == 0 and nothing.shape == (0,)
+
+
+def test_copper_filling_a_hole_of_the_template_is_the_templates_flaw_not_a_defect() -> None:
+    hole = np.s_[72:84, 42:54]
+    flawed_template = template_board()
+    flawed_template[hole] = BACKGROUND  # the template has a 12 px hole in its pad; the tested board has none
+    unfiltered = ClassicalDetector(copper="bright", template_flaws=False).detect(template_board(), flawed_template)
+    assert len(unfiltered) == 1 and overlaps(unfiltered.boxes[0], hole)  # extra copper, without the rule
+    assert len(ClassicalDetector(copper="bright").detect(template_board(), flawed_template)) == 0
+    same = template_board()
+    same[hole] = BACKGROUND
+    assert len(ClassicalDetector(copper="bright").detect(same, flawed_template)) == 0  # the same hole: nothing
+    tested = template_board()
+    for code in (2, 5):  # a bridge between the tracks and an isolated blob are still found beside the flaw
+        region, value = DEFECTS[code]
+        tested[region] = value
+    found = ClassicalDetector(copper="bright").detect(tested, flawed_template)
+    assert sorted(found.types.tolist()) == [2, 5]
+    fine = ClassicalDetector(copper="bright", fine_k=1, fine_extra=True, filled_gaps=True)
+    assert len(fine.detect(template_board(), flawed_template)) == 0  # nor proposed by the finer band or the gaps
