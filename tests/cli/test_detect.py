@@ -244,6 +244,36 @@ def test_the_fine_band_adds_its_candidates_to_the_saved_window_spec(tmp_path: Pa
     spec = window_spec(1)
     assert spec.proposer().fine_k == 1 and spec.proposer().vanished_tracks  # the other candidates stay
     assert WindowSpec.from_dict(spec.to_dict()).proposer().fine_k == 1  # as saved with the weights
+    assert not spec.proposer().fine_extra and not build_parser().parse_args(base).fine_extra
+    extra = window_spec(1, fine_extra=True)
+    assert build_parser().parse_args([*base, "--fine-band", "1", "--fine-extra"]).fine_extra
+    assert WindowSpec.from_dict(extra.to_dict()).proposer().fine_extra and extra.proposer().fine_k == 1
+    with pytest.raises(ConfigError, match="--fine-band 1"):
+        window_spec(0, fine_extra=True)
+
+
+def test_train_detector_hands_the_window_and_input_settings_to_training(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pcbsiam.train.detector as training
+
+    seen = {}
+
+    def fake(pairs, out, net_cfg, spec, cfg, *rest):  # noqa: ANN001, ANN202
+        seen.update(net_cfg=net_cfg, spec=spec, boards=len(pairs))
+        return None, {"train_boards": 1, "windows": 1, "defect_windows": 1, "sample_seconds": 0, "train_seconds": 0}
+
+    monkeypatch.setattr(training, "train_detector", fake)
+    common = ("train-detector", "--data", synth_root, "--out", tmp_path / "d")
+    assert run_cli(capsys, *common)[0] == 0
+    assert seen["net_cfg"].input_size == 64 and seen["spec"] == WindowSpec() and seen["boards"] > 0
+    extra = ("--input-size", "48", "--window-grow", "2", "--fine-band", "1", "--fine-extra")
+    assert run_cli(capsys, *common, *extra)[0] == 0
+    assert seen["net_cfg"].input_size == 48 and seen["spec"].grow == 2.0
+    assert seen["spec"].proposer().fine_extra and seen["spec"].proposer().fine_k == 1
+    code, _, err = run_cli(capsys, *common, "--fine-extra")
+    assert code != 0 and "--fine-band 1" in err
+    assert run_cli(capsys, *common, "--window-grow", "0.5")[0] == 2  # argparse refuses it
 
 
 def test_export_detector_writes_graphs_that_detect_runs(

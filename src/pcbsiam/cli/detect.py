@@ -286,13 +286,21 @@ def cmd_evaluate_detections(args: argparse.Namespace) -> int:
     return 0
 
 
-def window_spec(fine_band: int = 0) -> WindowSpec:
-    """The verifier's windows and candidates, with the missing copper a ``fine_band``-px band sees proposed too
-    (0: none)."""
+def window_spec(fine_band: int = 0, fine_extra: bool = False, grow: float = 1.5) -> WindowSpec:
+    """The verifier's windows (``grow`` times a candidate's longer side) and candidates, with the missing copper
+    a ``fine_band``-px band sees proposed too (0: none) and, with ``fine_extra``, the extra copper it sees as well.
+
+    Raises:
+        ConfigError: ``fine_extra`` without a ``fine_band``.
+    """
     from pcbsiam.detection.learned import WindowSpec
 
-    spec = WindowSpec()
-    return replace(spec, candidates=(*spec.candidates, ("fine_k", fine_band))) if fine_band else spec
+    if fine_extra and not fine_band:
+        raise ConfigError("--fine-extra proposes what the finer band sees: give --fine-band 1 with it")
+    spec = WindowSpec(grow=grow)
+    more = (("fine_k", fine_band),) if fine_band else ()
+    more += (("fine_extra", True),) if fine_extra else ()
+    return replace(spec, candidates=(*spec.candidates, *more))
 
 
 def cmd_train_detector(args: argparse.Namespace) -> int:
@@ -301,6 +309,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     from pcbsiam.models.detector import VerifierConfig
     from pcbsiam.train.detector import DetectorTrainConfig, train_detector
 
+    spec = window_spec(args.fine_band, args.fine_extra, args.window_grow)
     pairs, skipped, _ = select_boards(args.data, args.split, "train", args.holdout_groups)
     report_skipped(skipped)
     bars: list[tqdm] = []
@@ -323,8 +332,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     _, facts = train_detector(
         pairs,
         args.out,
-        VerifierConfig(backbone=args.backbone, rule_types=args.rule_types),
-        window_spec(args.fine_band),
+        VerifierConfig(backbone=args.backbone, rule_types=args.rule_types, input_size=args.input_size),
+        spec,
         cfg,
         args.device,
         bar,
@@ -489,6 +498,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--backbone", default="resnet18", help="ResNet of the verifier")
     t.add_argument(
+        "--input-size",
+        type=bounded(int, 32, 512),
+        default=64,
+        metavar="PX",
+        help="side of the verifier's input: every candidate window is resized to it (default 64)",
+    )
+    t.add_argument(
+        "--window-grow",
+        type=bounded(float, 1.0, 4.0),
+        default=1.5,
+        metavar="X",
+        help="a candidate's window is X times its longer side (at least 64 px; default 1.5): the context the "
+        "verifier sees around it",
+    )
+    t.add_argument(
         "--rule-types",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -499,6 +523,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         t,
         "also propose the missing copper a PX-px band sees (bites shallower than the 2 px band; about 2-4 more "
         "candidates a board, which the verifier learns to drop); saved with the detector",
+    )
+    t.add_argument(
+        "--fine-extra",
+        action="store_true",
+        help="with --fine-band, also propose the extra copper that band sees (spurs and shorts shallower than "
+        "the 2 px band); saved with the detector",
     )
     t.add_argument("--epochs", type=bounded(int, 1, 10**6), default=6, help="passes over the candidate windows")
     t.add_argument("--batch-size", type=bounded(int, 1, 10**6), default=64, help="windows per step")
