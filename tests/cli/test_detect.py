@@ -256,6 +256,7 @@ def test_train_detector_hands_the_window_and_input_settings_to_training(
     synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import pcbsiam.train.detector as training
+    from pcbsiam.models.detector import VerifierConfig
 
     seen = {}
 
@@ -266,7 +267,7 @@ def test_train_detector_hands_the_window_and_input_settings_to_training(
     monkeypatch.setattr(training, "train_detector", fake)
     common = ("train-detector", "--data", synth_root, "--out", tmp_path / "d")
     assert run_cli(capsys, *common)[0] == 0
-    assert seen["net_cfg"].input_size == 64 and seen["spec"] == WindowSpec() and seen["boards"] > 0
+    assert seen["net_cfg"] == VerifierConfig(rule_types=True) and seen["spec"] == WindowSpec() and seen["boards"] > 0
     extra = ("--input-size", "48", "--window-grow", "2", "--fine-band", "1", "--fine-extra")
     assert run_cli(capsys, *common, *extra)[0] == 0
     assert seen["net_cfg"].input_size == 48 and seen["spec"].grow == 2.0
