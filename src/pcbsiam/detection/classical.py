@@ -264,7 +264,7 @@ class ClassicalDetector:
             copper). Off by default.
         template_flaws: ignore extra copper filling a hole the template's copper encloses and the tested
             board's copper fills to within ``k`` px: the template's own pin-hole, not a defect of the tested
-            board (two on DeepPCB trainval's 1,000 templates, neither annotated; docs/RESULTS.md).
+            board (three on DeepPCB trainval's 1,000 pairs, none annotated; docs/RESULTS.md).
         pad: pixels added on every side of a blob's bounding box (DeepPCB boxes are loose).
         min_side: boxes narrower than this (px) are widened about their centre (after padding).
         score_scale: confidence is ``1 - exp(-pixels / score_scale)`` for a blob of ``pixels`` defect pixels.
@@ -376,8 +376,8 @@ class ClassicalDetector:
         extra_raw, missing_raw = defect_maps(tested_cu, template_cu, valid, self.k, self.neighbourhood, 0)
         flaw = np.zeros_like(valid)
         if self.template_flaws:  # the tested board fills a hole of the template: the template's flaw
-            labels, filled = enclosed_background(template_cu, tested_cu, self.k)
-            flaw = filled[labels]
+            template_holes, filled_holes = enclosed_background(template_cu, tested_cu, self.k)
+            flaw = filled_holes[template_holes]
             extra_raw &= ~flaw
         extra, missing = drop_specks(extra_raw, self.open_size), drop_specks(missing_raw, self.open_size)
         holes, enclosed = enclosed_background(tested_cu, template_cu, self.k)
